@@ -1,0 +1,408 @@
+# -*- test-case-name: tests.test_drain -*-
+"""
+Draining a L{twisted.web.server.Site}: track its connections, and once told
+to drain, let requests in flight finish, answer requests that arrive on
+kept-alive connections with C{Connection: close}, close connections that stay
+idle, and abort whatever is left at a deadline.
+
+This is the only module that touches private Twisted names.  Each use is
+marked C{PRIVATE} and pinned by a test in C{tests/test_drain.py}
+(C{PrivateTwistedNamesTests}) that fails loudly when Twisted changes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.logger import Logger
+from twisted.web import http
+from twisted.web.http_headers import Headers
+from twisted.web.server import Site
+from zope.interface import implementer
+
+from ._errors import UnsupportedSite
+
+# PRIVATE: the protocol Site builds by default, which switches between
+# HTTP/1.1 and HTTP/2 after ALPN.  Subclassing it is the only way to keep
+# HTTP/2 and track every connection.
+_GenericHTTPChannelProtocol: Any = http._GenericHTTPChannelProtocol
+_defaultSiteProtocol: Any = http._genericHTTPChannelProtocolFactory
+
+DEFAULT_IDLE_GRACE = 0.1
+"""
+Seconds a kept-alive connection must stay quiet during a drain before it is
+closed.  A closed-loop client sends its next request within milliseconds of
+the previous response; closing the connection in that window resets the
+request.  See C{docs/drain.md}.
+"""
+
+
+@frozen
+class DrainResult:
+    """
+    What one drain did.
+
+    @ivar endpoint: The name of the drained endpoint.
+    @ivar connections: Connections open when the drain began.
+    @ivar inFlight: Requests in flight when the drain began.
+    @ivar completed: Requests that completed during the drain.
+    @ivar abortedConnections: Connections aborted at the deadline.
+    @ivar abortedRequests: Requests cut by those aborts.
+    @ivar elapsed: Seconds from the start of the drain to its end.
+    """
+
+    endpoint: str
+    connections: int
+    inFlight: int
+    completed: int
+    abortedConnections: int
+    abortedRequests: int
+    elapsed: float
+
+    @property
+    def clean(self) -> bool:
+        """
+        C{True} when nothing had to be aborted.
+        """
+        return self.abortedConnections == 0
+
+
+class _DrainingHTTPChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that co-operates with L{DrainingFactory}: once the
+    drain begins, responses not yet started carry C{Connection: close}, and
+    the connection closes after it has been quiet for the idle grace.
+    """
+
+    _tracker: DrainingFactory
+    _lastActive: float = 0.0
+    _idleCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+            self._idleCall = None
+        super().dataReceived(data)
+        if self._tracker.draining and not self.requests and self.transport:
+            # A partial request line: give the client the grace to finish it.
+            self._closeWhenIdle()
+
+    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        # PRIVATE: bytes already received after this request are pipelined
+        # requests: HTTPChannel._dataBuffer holds them while a request is in
+        # flight, LineReceiver._buffer while this request is being parsed.
+        # They must be answered, so the connection stays open for them; the
+        # last of them is answered with Connection: close.
+        if self._tracker.draining and not (self._dataBuffer or self._buffer):
+            self.persistent = False
+            if isinstance(headers, Headers):
+                headers.setRawHeaders(b"Connection", [b"close"])
+            else:
+                headers.append((b"Connection", b"close"))
+        super().writeHeaders(version, code, reason, headers)
+
+    def requestDone(self, request: http.Request) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        self._tracker._requestCompleted()
+        super().requestDone(request)
+        if self._tracker.draining and self.persistent and not self.requests:
+            self._closeWhenIdle()
+
+    def _startDraining(self) -> None:
+        """
+        The drain began: close this connection once it is idle.
+        """
+        if not self.requests:
+            self._closeWhenIdle()
+
+    def _closeWhenIdle(self) -> None:
+        """
+        Close the connection when it has received nothing and had no request
+        in flight for the idle grace, counted from its last activity.
+        """
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+        delay = self._lastActive + self._tracker._idleGrace - self._tracker._clock.seconds()
+        if delay <= 0:
+            self._idleCall = None
+            self.loseConnection()
+        else:
+            self._idleCall = self._tracker._clock.callLater(delay, self._idleExpired)
+
+    def _idleExpired(self) -> None:
+        self._idleCall = None
+        if not self.requests:
+            self.loseConnection()
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+            self._idleCall = None
+        super().connectionLost(reason)
+
+
+class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+    """
+    The protocol of every connection of a drained L{Site}: it registers with
+    its L{DrainingFactory} for as long as the connection is open, whatever
+    channel (HTTP/1.1, HTTP/2, or an upgraded WebSocket) serves it.
+    """
+
+    _tracker: DrainingFactory
+
+    def makeConnection(self, transport: Any) -> None:
+        self._tracker._connections.add(self)
+        super().makeConnection(transport)
+
+    def connectionLost(self, reason: Any) -> None:
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._tracker._connectionLost(self)
+
+    @property
+    def currentChannel(self) -> Any:
+        # PRIVATE: _channel is the HTTPChannel, or the H2Connection after ALPN.
+        return self._channel
+
+    def inFlight(self) -> int:
+        """
+        How many requests this connection has in flight.
+        """
+        channel = self.currentChannel
+        if isinstance(channel, http.HTTPChannel):
+            return len(channel.requests)
+        return len(getattr(channel, "streams", ())) or 1
+
+    def startDraining(self) -> None:
+        channel = self.currentChannel
+        if isinstance(channel, _DrainingHTTPChannel):
+            channel._startDraining()
+
+    def abort(self) -> None:
+        transport = self.currentChannel.transport
+        if transport is not None:
+            transport.abortConnection()
+
+
+@implementer(IProtocolFactory)
+@define(eq=False)
+class DrainingFactory:
+    """
+    Serve a L{Site} and drain it on demand.
+
+    Listen with this factory instead of the site.  The site's C{protocol} is
+    replaced so that every connection is tracked; the site itself is started
+    and stopped through this factory, and stays started until the drain ends
+    so that its access log records the responses completed while draining.
+
+    @ivar name: A name for the endpoint in log events.
+    """
+
+    _log = Logger()
+
+    _site: Site
+    _clock: IReactorTime
+    name: str = ""
+    _idleGrace: float = DEFAULT_IDLE_GRACE
+    _connections: set[_TrackedChannelProtocol] = field(init=False, factory=set)
+    _accepting: bool = field(init=False, default=True)
+    _drainStarted: float | None = field(init=False, default=None)
+    _completed: int = field(init=False, default=0)
+    _drained: list[Deferred[DrainResult]] = field(init=False, factory=list)
+    _drainingWaiters: list[Deferred[None]] = field(init=False, factory=list)
+    _siteStopPending: bool = field(init=False, default=False)
+    _atStart: tuple[int, int] = field(init=False, default=(0, 0))
+    _abortedConnections: int = field(init=False, default=0)
+    _abortedRequests: int = field(init=False, default=0)
+    _deadline: IDelayedCall | None = field(init=False, default=None)
+    _result: DrainResult | None = field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if "protocol" in vars(self._site) or type(self._site).protocol is not _defaultSiteProtocol:
+            raise UnsupportedSite(
+                f"{self._site!r} has a custom 'protocol'; DrainingFactory needs "
+                "Twisted's default HTTP channel to track connections. Remove the "
+                "customisation, or override the site's requestFactory instead."
+            )
+        self._site.protocol = self._buildChannelProtocol  # type: ignore[assignment]
+
+    @property
+    def site(self) -> Site:
+        """
+        The drained site.
+        """
+        return self._site
+
+    @property
+    def draining(self) -> bool:
+        """
+        C{True} once L{drain} has been called.
+        """
+        return self._drainStarted is not None
+
+    def _buildChannelProtocol(self) -> _TrackedChannelProtocol:
+        channel = _DrainingHTTPChannel()
+        channel._tracker = self
+        protocol = _TrackedChannelProtocol(channel)
+        protocol._tracker = self
+        return protocol
+
+    # IProtocolFactory
+
+    def buildProtocol(self, addr: IAddress) -> Any:
+        if not self._accepting:
+            return None
+        return self._site.buildProtocol(addr)
+
+    def doStart(self) -> None:
+        self._site.doStart()
+
+    def doStop(self) -> None:
+        if self._connections:
+            self._siteStopPending = True
+        else:
+            self._site.doStop()
+
+    # Draining
+
+    def connectionCount(self) -> int:
+        """
+        How many connections are open.
+        """
+        return len(self._connections)
+
+    def inFlightCount(self) -> int:
+        """
+        How many requests are in flight over all open connections.
+        """
+        return sum(protocol.inFlight() for protocol in self._connections)
+
+    def whenDraining(self) -> Deferred[None]:
+        """
+        @return: A L{Deferred} that fires with L{None} when the drain begins
+            (at once if it has begun).  Cancelling it only forgets it.
+        """
+        if self.draining:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._drainingWaiters.remove(d))
+        self._drainingWaiters.append(d)
+        return d
+
+    def stopAccepting(self) -> None:
+        """
+        Refuse any connection still handed to this factory.  Stop the
+        listening port too: this only guards the race between the two.
+        """
+        self._accepting = False
+
+    def drain(self, timeout: float | None) -> Deferred[DrainResult]:
+        """
+        Let every connection finish its requests in flight, then close.
+
+        @param timeout: Seconds after which the remaining connections are
+            aborted, or L{None} to wait for ever.
+        @return: A L{Deferred} that fires with a L{DrainResult} when the last
+            connection has closed.  Calling L{drain} again returns a new
+            L{Deferred} for the same end.
+        """
+        self._accepting = False
+        if self._drainStarted is None:
+            self._startDrain(timeout)
+        d: Deferred[DrainResult] = Deferred()
+        if self._result is not None:
+            d.callback(self._result)
+        else:
+            self._drained.append(d)
+        return d
+
+    def abortAll(self) -> None:
+        """
+        Abort every open connection now, counting the requests cut.  The
+        drain, if any, then ends as soon as the connections are gone.
+        """
+        if not self._connections:
+            return
+        connections = len(self._connections)
+        requests = self.inFlightCount()
+        self._abortedConnections += connections
+        self._abortedRequests += requests
+        self._log.warn(
+            "Aborting {connections} connections of {endpoint} with {requests} requests in flight",
+            endpoint=self.name,
+            connections=connections,
+            requests=requests,
+            phase="drain-aborted",
+        )
+        for protocol in list(self._connections):
+            protocol.abort()
+
+    def _startDrain(self, timeout: float | None) -> None:
+        self._drainStarted = self._clock.seconds()
+        self._atStart = (len(self._connections), self.inFlightCount())
+        self._log.info(
+            "Draining {endpoint}: {connections} connections, {inFlight} requests in flight,"
+            " deadline {timeout} s",
+            endpoint=self.name,
+            connections=self._atStart[0],
+            inFlight=self._atStart[1],
+            timeout=timeout,
+            phase="drain-started",
+        )
+        waiters, self._drainingWaiters = self._drainingWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        for protocol in list(self._connections):
+            protocol.startDraining()
+        if timeout is not None and self._connections:
+            self._deadline = self._clock.callLater(timeout, self.abortAll)
+        self._maybeDrained()
+
+    def _maybeDrained(self) -> None:
+        if self._connections or self._drainStarted is None or self._result is not None:
+            return
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._result = DrainResult(
+            endpoint=self.name,
+            connections=self._atStart[0],
+            inFlight=self._atStart[1],
+            completed=self._completed,
+            abortedConnections=self._abortedConnections,
+            abortedRequests=self._abortedRequests,
+            elapsed=self._clock.seconds() - self._drainStarted,
+        )
+        self._log.info(
+            "Drained {endpoint} in {elapsed:.3f} s: {completed} requests completed,"
+            " {abortedRequests} cut",
+            endpoint=self.name,
+            elapsed=self._result.elapsed,
+            completed=self._result.completed,
+            abortedRequests=self._result.abortedRequests,
+            abortedConnections=self._result.abortedConnections,
+            phase="drain-finished",
+        )
+        waiters, self._drained = self._drained, []
+        for waiter in waiters:
+            waiter.callback(self._result)
+
+    def _requestCompleted(self) -> None:
+        if self._drainStarted is not None:
+            self._completed += 1
+
+    def _connectionLost(self, protocol: _TrackedChannelProtocol) -> None:
+        self._connections.discard(protocol)
+        if self._connections:
+            return
+        if self._siteStopPending:
+            self._siteStopPending = False
+            self._site.doStop()
+        self._maybeDrained()

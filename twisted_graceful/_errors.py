@@ -1,0 +1,80 @@
+# -*- test-case-name: tests.test_errors -*-
+"""
+Exceptions raised by twisted_graceful.
+
+Each failure a user can act on has its own class; every class derives from
+L{GracefulError}.
+"""
+
+from __future__ import annotations
+
+
+class GracefulError(Exception):
+    """
+    Base class of every exception raised by twisted_graceful.
+    """
+
+
+class BadEndpoint(GracefulError, ValueError):
+    """
+    Raised when an endpoint description cannot be served: the syntax is wrong,
+    or it names an endpoint type that cannot be bound by the library and
+    handed to a successor.
+    """
+
+
+class AppLoadError(GracefulError):
+    """
+    Raised when the application named by C{--app} or C{--wsgi} cannot be
+    imported, does not exist, or is not of the expected kind.
+    """
+
+
+class ListenFailed(GracefulError):
+    """
+    Raised when a listening socket cannot be bound, for example because the
+    address is already in use or the process lacks the permission.
+    """
+
+
+class UnsupportedSite(GracefulError, TypeError):
+    """
+    Raised when a L{twisted.web.server.Site} customises C{protocol}, which the
+    drain needs to own to track connections.
+    """
+
+
+class RestartInProgress(GracefulError):
+    """
+    Raised (as a Deferred failure) by C{restart()} when a restart is already
+    under way; the restart in progress is left unharmed.
+    """
+
+
+class NotReadyToRestart(GracefulError):
+    """
+    Raised (as a Deferred failure) by C{restart()} when this process cannot
+    restart yet: it is not serving, it is stopping, or its own predecessor has
+    not exited.
+    """
+
+
+class ChildExitedEarly(GracefulError):
+    """
+    The successor process exited (or closed its readiness channel) before it
+    reported ready.  The old process keeps serving.
+    """
+
+
+class ChildReadyTimeout(GracefulError):
+    """
+    The successor process did not report ready within the ready timeout; it
+    was terminated and the old process keeps serving.
+    """
+
+
+class PidFileError(GracefulError):
+    """
+    Raised when the pid file names another live process, or cannot be read
+    or written.
+    """
