@@ -234,6 +234,7 @@ class DrainingFactory:
                 "customisation, or override the site's requestFactory instead."
             )
         self._site.protocol = self._buildChannelProtocol  # type: ignore[assignment]
+        self._site._twistedGracefulFactory = self  # type: ignore[attr-defined]
 
     @property
     def site(self) -> Site:
@@ -406,3 +407,32 @@ class DrainingFactory:
             self._siteStopPending = False
             self._site.doStop()
         self._maybeDrained()
+
+
+def _factoryFor(request: Any) -> DrainingFactory | None:
+    site = getattr(getattr(request, "channel", None), "site", None)
+    return getattr(site, "_twistedGracefulFactory", None)
+
+
+def whenDraining(request: Any) -> Deferred[None]:
+    """
+    Learn when the endpoint serving C{request} starts to drain, so that a
+    streaming or long-poll response can finish early.
+
+    @param request: A L{twisted.web.server.Request}.
+    @return: A L{Deferred} that fires with L{None} when the drain begins (at
+        once if it has).  For a request not served through a
+        L{DrainingFactory} it never fires.  Cancel it when the response ends.
+    """
+    factory = _factoryFor(request)
+    if factory is None:
+        return Deferred()
+    return factory.whenDraining()
+
+
+def isDraining(request: Any) -> bool:
+    """
+    C{True} when the endpoint serving C{request} is draining.
+    """
+    factory = _factoryFor(request)
+    return factory is not None and factory.draining

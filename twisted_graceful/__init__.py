@@ -1,0 +1,44 @@
+"""
+Graceful shutdown and zero-downtime restart for Twisted HTTP services.
+"""
+
+from ._drain import DEFAULT_IDLE_GRACE, DrainingFactory, DrainResult, isDraining, whenDraining
+from ._errors import (
+    AppLoadError,
+    BadEndpoint,
+    ChildExitedEarly,
+    ChildReadyTimeout,
+    GracefulError,
+    ListenFailed,
+    NotReadyToRestart,
+    PidFileError,
+    RestartInProgress,
+    UnsupportedSite,
+)
+from ._hooks import HookOutcome
+from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
+from ._endpoint import ListenAddress, parseEndpoint
+
+__all__ = [
+    "DEFAULT_IDLE_GRACE",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "AppLoadError",
+    "BadEndpoint",
+    "ChildExitedEarly",
+    "ChildReadyTimeout",
+    "DrainResult",
+    "DrainingFactory",
+    "GracefulError",
+    "GracefulService",
+    "GracefulSiteService",
+    "HookOutcome",
+    "ListenAddress",
+    "ListenFailed",
+    "NotReadyToRestart",
+    "PidFileError",
+    "RestartInProgress",
+    "UnsupportedSite",
+    "isDraining",
+    "parseEndpoint",
+    "whenDraining",
+]

@@ -1,0 +1,241 @@
+# -*- test-case-name: tests.test_endpoint -*-
+"""
+Listening addresses: parse a C{--port} value with Twisted's own endpoint
+parser, bind the socket ourselves, and adopt it into the reactor.
+
+The library binds every listening socket itself and hands it to
+C{reactor.adoptStreamPort}, even on the first start: ports made by
+C{listenTCP} call C{shutdown(2)} when they stop listening, which would refuse
+connections on the copy a successor inherited.  Each socket is known by its
+I{identity}, a normalised description of the address it is bound to, so a
+successor finds the socket for each of its endpoints whatever their order.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+
+from ._errors import BadEndpoint, ListenFailed
+
+_SUPPORTED = "tcp:PORT, tcp6:PORT, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, or a bare port number"
+
+
+@frozen
+class ListenAddress:
+    """
+    Where one endpoint listens.
+
+    @ivar description: The description as the user wrote it.
+    @ivar identity: The normalised address, the key of the socket when it is
+        handed to a successor: C{tcp:8080:interface=127.0.0.1},
+        C{tcp6:8080:interface=::1}, C{unix:/run/app.sock}.  An C{ssl:}
+        endpoint has the identity of the TCP socket under it, so its
+        certificate can change across a restart.
+    @ivar family: The socket's address family.
+    @ivar address: C{(host, port)} for TCP, a path for UNIX.
+    @ivar backlog: The listen queue length.
+    @ivar tlsContextFactory: The TLS context factory of an C{ssl:} endpoint.
+    @ivar unixMode: The file mode of a UNIX socket.
+    """
+
+    description: str
+    identity: str
+    family: socket.AddressFamily
+    address: tuple[str, int] | str
+    backlog: int
+    tlsContextFactory: Any = None
+    unixMode: int | None = None
+
+    @property
+    def scheme(self) -> str:
+        """
+        C{ssl}, C{tcp}, C{tcp6} or C{unix}.
+        """
+        if self.tlsContextFactory is not None:
+            return "ssl"
+        return self.identity.split(":", 1)[0]
+
+
+def parseEndpoint(description: str) -> ListenAddress:
+    """
+    Parse a C{--port} value.
+
+    A bare number is TCP on all IPv4 interfaces; anything else is a Twisted
+    server endpoint description of type C{tcp}, C{tcp6}, C{unix} or C{ssl},
+    parsed by Twisted's own parser so every parameter means what it means to
+    C{twistd web}.
+
+    @raise BadEndpoint: The description does not parse, or names another
+        kind of endpoint.
+    """
+    text = description.strip()
+    if text.isdigit():
+        text = f"tcp:{text}"
+    recorder = MemoryReactor()
+    try:
+        endpoint = serverFromString(recorder, text)
+    except Exception as e:
+        raise BadEndpoint(
+            f"Invalid endpoint description {description!r}: {_describe(e)}. "
+            f"Expected {_SUPPORTED}."
+        ) from None
+    try:
+        endpoint.listen(Factory())
+    except Exception:
+        pass  # Not a kind of endpoint the recorder understands: refused below.
+    if recorder.sslServers:
+        port, _, contextFactory, backlog, interface = recorder.sslServers[0]
+        family, host = _inetFamily(interface)
+        return ListenAddress(
+            description, _inetIdentity(family, host, port), family, (host, port), backlog, contextFactory
+        )
+    if recorder.tcpServers:
+        port, _, backlog, interface = recorder.tcpServers[0]
+        family, host = _inetFamily(interface)
+        return ListenAddress(description, _inetIdentity(family, host, port), family, (host, port), backlog)
+    if recorder.unixServers:
+        path, _, backlog, mode, _ = recorder.unixServers[0]
+        path = os.path.abspath(os.fsdecode(path))
+        return ListenAddress(description, f"unix:{path}", socket.AF_UNIX, path, backlog, unixMode=mode)
+    raise BadEndpoint(
+        f"Cannot serve {description!r}: only sockets the library can bind and hand to a "
+        f"successor are supported. Expected {_SUPPORTED}."
+    )
+
+
+def _describe(e: Exception) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, (OSError, ImportError)):
+        return f"{type(e).__name__}: {text}"
+    return text
+
+
+def _inetFamily(interface: str) -> tuple[socket.AddressFamily, str]:
+    if ":" in interface:
+        return socket.AF_INET6, interface
+    return socket.AF_INET, interface or "0.0.0.0"
+
+
+def _inetIdentity(family: socket.AddressFamily, host: str, port: int) -> str:
+    scheme = "tcp6" if family == socket.AF_INET6 else "tcp"
+    return f"{scheme}:{port}:interface={host}"
+
+
+def bindSocket(address: ListenAddress) -> socket.socket:
+    """
+    Bind and listen on a new non-blocking socket for C{address}.
+
+    A UNIX socket file left behind by a process that is gone is replaced; one
+    that still accepts connections is not.
+
+    @raise ListenFailed: The socket cannot be bound.
+    """
+    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        if address.family == socket.AF_UNIX:
+            assert isinstance(address.address, str)
+            _removeStaleUnixSocket(address)
+        else:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address.address)
+        if address.family == socket.AF_UNIX and address.unixMode is not None:
+            os.chmod(address.address, address.unixMode)  # type: ignore[arg-type]
+        sock.listen(address.backlog)
+        # The reactor would hang inside accept() on a blocking socket.
+        sock.setblocking(False)
+    except OSError as e:
+        sock.close()
+        raise ListenFailed(_bindMessage(address, e)) from None
+    except ListenFailed:
+        sock.close()
+        raise
+    return sock
+
+
+def _removeStaleUnixSocket(address: ListenAddress) -> None:
+    path = address.address
+    assert isinstance(path, str)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenFailed(
+            f"Cannot listen on {address.description}: {path} exists and is not a socket. "
+            "Remove it or choose another path."
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)
+        return
+    except OSError:
+        return
+    finally:
+        probe.close()
+    raise ListenFailed(
+        f"Cannot listen on {address.description}: another process is accepting "
+        f"connections on {path}. Stop it or choose another path."
+    )
+
+
+def _bindMessage(address: ListenAddress, e: OSError) -> str:
+    where = address.address if isinstance(address.address, str) else "%s port %d" % address.address
+    if e.errno == errno.EADDRINUSE:
+        advice = "address already in use. Stop the other server, or choose another port."
+    elif e.errno in (errno.EACCES, errno.EPERM):
+        advice = (
+            "permission denied. Ports below 1024 need root or CAP_NET_BIND_SERVICE; "
+            "a UNIX socket needs a writable directory."
+        )
+    elif e.errno == errno.EADDRNOTAVAIL:
+        advice = "no such address on this machine. Check the interface= value."
+    else:
+        advice = f"{e.strerror or e}."
+    return f"Cannot listen on {address.description} ({where}): {advice}"
+
+
+def adoptSocket(
+    reactor: IReactorSocket,
+    address: ListenAddress,
+    fileno: int,
+    factory: IProtocolFactory,
+) -> IListeningPort:
+    """
+    Serve C{factory} on the listening socket C{fileno} (which stays open and
+    is not closed here: the reactor listens on its own duplicate).
+
+    The descriptor is made non-blocking: the reactor would otherwise hang in
+    C{accept()}.  An C{ssl:} address wraps the factory in TLS.
+    """
+    os.set_blocking(fileno, False)
+    if address.tlsContextFactory is not None:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        factory = TLSMemoryBIOFactory(address.tlsContextFactory, False, factory)
+    return reactor.adoptStreamPort(fileno, address.family, factory)
+
+
+def boundAddress(port: IListeningPort) -> str:
+    """
+    A human and machine readable form of where C{port} listens:
+    C{127.0.0.1:8080}, C{[::1]:8080} or a path.
+    """
+    host = port.getHost()
+    if hasattr(host, "port"):
+        if ":" in host.host:
+            return f"[{host.host}]:{host.port}"
+        return f"{host.host}:{host.port}"
+    name = getattr(host, "name", b"")
+    return os.fsdecode(name) if name else str(host)

@@ -1,0 +1,431 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+Services: L{GracefulSiteService} serves one HTTP endpoint and drains it;
+L{GracefulService} groups endpoints with shutdown hooks and orders the stop:
+stop accepting everywhere at once, drain every endpoint, run the hooks, then
+stop any other child service.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from typing import Any, Callable, Iterable
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from ._drain import DEFAULT_IDLE_GRACE, DrainingFactory, DrainResult
+from ._endpoint import ListenAddress, adoptSocket, bindSocket, boundAddress, parseEndpoint
+from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
+from ._signals import Handler, SignalRouter
+
+DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+
+
+def _maybeGlobalReactor(reactor: Any) -> Any:
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        return globalReactor
+    return reactor
+
+
+class GracefulSiteService(Service):
+    """
+    Serve a L{Site} (or an L{IResource}, in a new L{Site}) on one endpoint,
+    and drain it when the service stops.
+
+    The listening socket is bound by the library and adopted by the reactor
+    in L{privilegedStartService} (or L{startService}, if that was not
+    called), so that it can be handed to a successor process.
+
+    @ivar address: The parsed endpoint.
+    @ivar port: The listening port once started, else L{None}.
+    @ivar shutdownTimeout: Seconds the drain may take before the remaining
+        connections are aborted; L{None} waits for ever.
+    @ivar inheritedFileno: A listening socket to adopt instead of binding a
+        new one (set by a L{GracefulService} that inherited it), or L{None}.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        description: str,
+        site: Site | IResource,
+        *,
+        shutdownTimeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+        idleGrace: float = DEFAULT_IDLE_GRACE,
+        reactor: Any = None,
+    ) -> None:
+        """
+        @param description: C{8080}, or a Twisted endpoint description:
+            C{tcp:...}, C{tcp6:...}, C{unix:...} or C{ssl:...}.
+        @param site: What to serve.
+        @param idleGrace: Seconds a kept-alive connection must stay quiet
+            during the drain before it is closed.
+        @param reactor: The reactor; the global one by default.
+        @raise BadEndpoint: C{description} cannot be served.
+        @raise TypeError: C{site} is neither a L{Site} nor an L{IResource}.
+        """
+        self.address: ListenAddress = parseEndpoint(description)
+        if shutdownTimeout is not None and shutdownTimeout < 0:
+            raise ValueError(f"shutdownTimeout must be zero or more seconds, or None, not {shutdownTimeout!r}.")
+        self._reactor = reactor
+        if not isinstance(site, Site):
+            if not IResource.providedBy(site):
+                raise TypeError(
+                    f"GracefulSiteService serves a twisted.web Site or IResource, but {site!r} is "
+                    "neither. Wrap a WSGI application in twisted.web.wsgi.WSGIResource."
+                )
+            site = Site(site, reactor=reactor)
+        self.site = site
+        self.shutdownTimeout = shutdownTimeout
+        self.inheritedFileno: int | None = None
+        self.port: IListeningPort | None = None
+        self.factory = DrainingFactory(site, self._clock, name=self.address.description, idleGrace=idleGrace)
+        self._socket: socket.socket | None = None
+
+    @property
+    def _clock(self) -> Any:
+        return _maybeGlobalReactor(self._reactor)
+
+    @property
+    def identity(self) -> str:
+        """
+        The identity of this endpoint's listening socket.
+        """
+        return self.address.identity
+
+    def listeningAddress(self) -> str | None:
+        """
+        Where this endpoint listens (C{127.0.0.1:8080}, a path), or L{None}
+        before it listens.
+        """
+        return None if self.port is None else boundAddress(self.port)
+
+    def fileno(self) -> int:
+        """
+        The listening socket's descriptor, to hand to a successor.
+        """
+        if self.port is None:
+            raise RuntimeError(f"{self.address.description} is not listening.")
+        return self.port.fileno()  # type: ignore[attr-defined,no-any-return]
+
+    def bind(self) -> None:
+        """
+        Bind the listening socket now, unless it is inherited or bound
+        already; it is adopted by the reactor when the service starts.  Call
+        this to report an address in use before the process daemonizes.
+
+        @raise ListenFailed: The socket cannot be bound.
+        """
+        if self.port is None and self._socket is None and self.inheritedFileno is None:
+            self._socket = bindSocket(self.address)
+
+    def unbind(self) -> None:
+        """
+        Close a socket bound by L{bind} that is not listening yet.
+        """
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    def privilegedStartService(self) -> None:
+        """
+        Bind (or adopt the inherited socket) and listen.
+
+        @raise ListenFailed: The socket cannot be bound.
+        """
+        self._listen()
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        self._listen()
+        super().startService()
+
+    def _listen(self) -> None:
+        if self.port is not None:
+            return
+        reactor = _maybeGlobalReactor(self._reactor)
+        if self.inheritedFileno is not None:
+            fileno, self.inheritedFileno = self.inheritedFileno, None
+            try:
+                self.port = adoptSocket(reactor, self.address, fileno, self.factory)
+            finally:
+                os.close(fileno)
+            how = "inherited"
+        else:
+            self.bind()
+            sock, self._socket = self._socket, None
+            assert sock is not None
+            try:
+                self.port = adoptSocket(reactor, self.address, sock.fileno(), self.factory)
+            finally:
+                sock.close()
+            how = "bound"
+        self._log.info(
+            "Listening on {endpoint} at {address} ({how})",
+            endpoint=self.address.description,
+            identity=self.identity,
+            address=self.listeningAddress(),
+            how=how,
+        )
+
+    def whenDraining(self) -> Deferred[None]:
+        """
+        @return: A L{Deferred} that fires when this endpoint starts to drain.
+        """
+        return self.factory.whenDraining()
+
+    def stopAccepting(self) -> None:
+        """
+        Stop accepting connections.  The socket is closed in this process but
+        never shut down, so a successor that shares it keeps accepting.
+        """
+        self.factory.stopAccepting()
+        if self.port is not None:
+            port, self.port = self.port, None
+            port.stopListening()
+
+    def drain(self) -> Deferred[DrainResult]:
+        """
+        Stop accepting and drain, within L{shutdownTimeout}.
+
+        @return: A L{Deferred} that fires with the L{DrainResult}.
+        """
+        self.stopAccepting()
+        return self.factory.drain(self.shutdownTimeout)
+
+    def cutShort(self) -> None:
+        """
+        Abort every connection now.
+        """
+        self.stopAccepting()
+        self.factory.abortAll()
+
+    def stopService(self) -> Deferred[DrainResult]:
+        """
+        Stop accepting and drain.
+
+        @return: A L{Deferred} that fires with the L{DrainResult}.
+        """
+        super().stopService()
+        return self.drain()
+
+
+class GracefulService(MultiService):
+    """
+    A group of L{GracefulSiteService} endpoints, with shutdown hooks and an
+    ordered stop.
+
+    On L{stopService} (which C{twistd} calls on SIGTERM and SIGINT, through
+    the reactor's C{('before', 'shutdown')} trigger) every endpoint stops
+    accepting at once, every endpoint drains within its own deadline, the
+    shutdown hooks run in order, and then the other child services stop.
+
+    @ivar hooks: The shutdown hooks.
+    """
+
+    _log = Logger()
+
+    def __init__(self, *, reactor: Any = None, handleSignals: bool = True) -> None:
+        """
+        @param reactor: The reactor; the global one by default.
+        @param handleSignals: Once the reactor runs, route a SIGTERM or
+            SIGINT received during the drain to L{cutShort} (the first one
+            still stops the reactor as usual).
+        """
+        super().__init__()
+        self._reactor = reactor
+        self._handleSignals = handleSignals
+        self.hooks = ShutdownHooks(self._clock)
+        self._stopping: Deferred[None] | None = None
+        self._drainingWaiters: list[Deferred[None]] = []
+        self.drainResults: list[DrainResult] = []
+        self.hookOutcomes: list[HookOutcome] = []
+
+    @property
+    def _clock(self) -> Any:
+        return _maybeGlobalReactor(self._reactor)
+
+    def addEndpoint(
+        self,
+        description: str,
+        site: Site | IResource,
+        *,
+        shutdownTimeout: float | None = DEFAULT_SHUTDOWN_TIMEOUT,
+        idleGrace: float = DEFAULT_IDLE_GRACE,
+    ) -> GracefulSiteService:
+        """
+        Serve C{site} on C{description}, as a new child L{GracefulSiteService}.
+
+        @return: The new endpoint service.
+        """
+        endpoint = GracefulSiteService(
+            description, site, shutdownTimeout=shutdownTimeout, idleGrace=idleGrace, reactor=self._reactor
+        )
+        endpoint.setServiceParent(self)
+        return endpoint
+
+    def addShutdownHook(
+        self,
+        hook: Callable[..., Any],
+        *args: object,
+        timeout: float | None = DEFAULT_HOOK_TIMEOUT,
+        name: str | None = None,
+        **kwargs: object,
+    ) -> None:
+        """
+        Run C{hook(*args, **kwargs)} once every endpoint has drained, after
+        the hooks added before it.  It may return a L{Deferred} or be a
+        coroutine function; a failure or a timeout is logged and the next
+        hook runs.
+
+        @param timeout: Seconds after which the hook is cancelled.
+        """
+        self.hooks.add(hook, *args, timeout=timeout, name=name, **kwargs)
+
+    def bind(self) -> None:
+        """
+        Bind every endpoint's socket now (see L{GracefulSiteService.bind}).
+        If one fails, those bound are closed again.
+
+        @raise ListenFailed: A socket cannot be bound.
+        """
+        try:
+            for endpoint in self.endpoints():
+                endpoint.bind()
+        except BaseException:
+            for endpoint in self.endpoints():
+                endpoint.unbind()
+            raise
+
+    def endpoints(self) -> list[GracefulSiteService]:
+        """
+        The endpoint services, in the order they were added.
+        """
+        return [s for s in self if isinstance(s, GracefulSiteService)]
+
+    def whenDraining(self) -> Deferred[None]:
+        """
+        @return: A L{Deferred} that fires with L{None} when the drain begins,
+            so that long-lived responses can finish early.
+        """
+        if self._stopping is not None:
+            return succeed(None)
+        d: Deferred[None] = Deferred(lambda d: self._drainingWaiters.remove(d))
+        self._drainingWaiters.append(d)
+        return d
+
+    @property
+    def stopping(self) -> bool:
+        """
+        C{True} once the ordered stop has begun.
+        """
+        return self._stopping is not None
+
+    def startService(self) -> None:
+        super().startService()
+        self._clock.callWhenRunning(self._reactorRunning)
+
+    def _reactorRunning(self) -> None:
+        if self._handleSignals:
+            router = SignalRouter(self._clock)
+            router.onStop((signal.SIGTERM, signal.SIGINT), self._stopSignal)
+        self._log.info(
+            "Serving {endpoints} as pid {pid}",
+            endpoints={e.address.description: e.listeningAddress() for e in self.endpoints()},
+            pid=os.getpid(),
+            phase="ready",
+        )
+
+    def _stopSignal(self, signum: int, previous: Handler | None) -> None:
+        if self._stopping is not None:
+            self._log.warn(
+                "Received signal {signal} during the drain: stopping now",
+                signal=signal.Signals(signum).name,
+                phase="cut-short",
+            )
+            self.cutShort()
+        elif previous is not None:
+            previous(signum, None)
+        else:
+            self._clock.stop()
+
+    def cutShort(self) -> None:
+        """
+        Abort every connection and cancel the shutdown hooks still to run.
+        """
+        for endpoint in self.endpoints():
+            endpoint.cutShort()
+        self.hooks.cutShort()
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting on every endpoint at once, drain them all, run the
+        shutdown hooks in order, then stop the other child services.
+
+        @return: A L{Deferred} that fires when all of that is done.
+        """
+        if self._stopping is None:
+            self._stopping = Deferred.fromCoroutine(self._stop())
+            self._stopping.addErrback(lambda f: self._log.failure("Ordered stop failed", f))
+        d: Deferred[None] = Deferred()
+        self._stopping.addCallback(lambda r: (d.callback(None), r)[1])
+        return d
+
+    async def _stop(self) -> None:
+        started = self._clock.seconds()
+        endpoints = self.endpoints()
+        self._log.info(
+            "Stopping: draining {count} endpoints",
+            count=len(endpoints),
+            connections=sum(e.factory.connectionCount() for e in endpoints),
+            inFlight=sum(e.factory.inFlightCount() for e in endpoints),
+            phase="stopping",
+        )
+        for endpoint in endpoints:
+            endpoint.stopAccepting()
+        waiters, self._drainingWaiters = self._drainingWaiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        results = await DeferredList([e.drain() for e in endpoints], consumeErrors=True)
+        self.drainResults = [r for ok, r in results if ok]
+        self.hookOutcomes = await self.hooks.run()
+        await _stopOthers(self, endpoints)
+        self._log.info(
+            "Stopped in {elapsed:.3f} s: {completed} requests completed, {aborted} cut",
+            elapsed=self._clock.seconds() - started,
+            completed=sum(r.completed for r in self.drainResults),
+            aborted=sum(r.abortedRequests for r in self.drainResults),
+            phase="stopped",
+        )
+
+
+async def _stopOthers(parent: MultiService, drained: Iterable[IService]) -> None:
+    """
+    Stop C{parent} itself and the children of C{parent} other than
+    C{drained}, in reverse order as L{MultiService} does.
+    """
+    skip = set(map(id, drained))
+    Service.stopService(parent)
+    stopping = [
+        d for child in reversed(list(parent)) if id(child) not in skip
+        for d in [_maybeStop(child)] if d is not None
+    ]
+    for child in parent:
+        if id(child) in skip:
+            Service.stopService(child)  # type: ignore[arg-type]
+    await DeferredList(stopping, consumeErrors=True)
+
+
+def _maybeStop(service: IService) -> Deferred[Any] | None:
+    result = service.stopService()
+    return result if isinstance(result, Deferred) else None

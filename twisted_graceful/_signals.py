@@ -1,0 +1,90 @@
+# -*- test-case-name: tests.test_signals -*-
+"""
+Signal handlers that only schedule work on the reactor thread.
+
+The reactor installs its own SIGINT and SIGTERM handlers when it starts
+running, so ours are installed after that, with C{callWhenRunning}, and keep
+the reactor's as the handler of the first signal.  Handlers never log, spawn
+or touch descriptors: they call C{reactor.callFromThread} and return.
+"""
+
+from __future__ import annotations
+
+import signal as _signalModule
+from typing import Any, Callable, Protocol
+
+from attrs import define
+
+Handler = Callable[[int, Any], Any]
+
+
+class ISignalModule(Protocol):
+    """
+    The part of the C{signal} module used here, so tests can pass a fake.
+    """
+
+    def getsignal(self, signalnum: int, /) -> Any: ...
+
+    def signal(self, signalnum: int, handler: Any, /) -> Any: ...
+
+
+class _CallFromThread(Protocol):
+    def callFromThread(self, f: Callable[..., Any], *args: Any) -> None: ...
+
+
+@define
+class SignalRouter:
+    """
+    Route process signals to callables run on the reactor thread.
+
+    @ivar reactor: Where the work is scheduled.
+    @ivar signals: The C{signal} module, or a fake of it.
+    """
+
+    reactor: _CallFromThread
+    signals: ISignalModule = _signalModule  # type: ignore[assignment]
+
+    def onStop(self, signums: tuple[int, ...], stop: Callable[[int, Handler | None], None]) -> None:
+        """
+        Route each of C{signums} to C{stop(signum, previous)}, where
+        C{previous} is the handler that was installed before (the reactor's),
+        or L{None} when it was not a Python callable.
+        """
+        for signum in signums:
+            previous = self.signals.getsignal(signum)
+            self._route(signum, stop, previous if callable(previous) else None)
+
+    def onSignal(self, signum: int, call: Callable[[int], None]) -> None:
+        """
+        Route C{signum} to C{call(signum)}.
+        """
+        self._route(signum, lambda s, _: call(s), None)
+
+    def _route(self, signum: int, call: Callable[[int, Handler | None], None], previous: Handler | None) -> None:
+        reactor = self.reactor
+
+        def handler(received: int, frame: Any) -> None:
+            reactor.callFromThread(call, received, previous)
+
+        self.signals.signal(signum, handler)
+
+
+def signalNumber(name: str) -> int:
+    """
+    Map C{USR2}, C{SIGUSR2} or C{12} to the signal number.
+
+    @raise ValueError: No such signal; the message lists the usual choices.
+    """
+    text = name.strip().upper()
+    if text.isdigit():
+        number = int(text)
+        valid = {s.value for s in _signalModule.Signals}
+        if number in valid:
+            return number
+    else:
+        if not text.startswith("SIG"):
+            text = "SIG" + text
+        member = getattr(_signalModule.Signals, text, None)
+        if member is not None:
+            return int(member)
+    raise ValueError(f"{name!r} is not a signal. Use a name such as USR2, HUP or USR1.")

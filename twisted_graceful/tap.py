@@ -1,0 +1,162 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+C{twistd graceful}: command-line options and the service they make.
+
+This is a thin layer over L{GracefulService}: parse and check every option,
+load the application, bind the sockets before C{twistd} daemonizes (so that
+an address in use is reported on the terminal), and build the service.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from twisted.python import usage
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from ._app import loadResource, loadWSGI
+from ._drain import DEFAULT_IDLE_GRACE
+from ._endpoint import parseEndpoint
+from ._errors import GracefulError
+from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
+
+DEFAULT_PORT = "8080"
+
+
+def _positiveFloat(name: str, zeroAllowed: bool = True) -> Any:
+    def coerce(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"{name} takes a number of seconds, not {value!r}") from None
+        if number < 0 or (number == 0 and not zeroAllowed):
+            raise ValueError(f"{name} must be {'zero or more' if zeroAllowed else 'more than zero'}, not {value!r}")
+        return number
+
+    coerce.coerceDoc = "A number of seconds."  # type: ignore[attr-defined]
+    return coerce
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd graceful}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Serve a twisted.web resource or a WSGI application with graceful shutdown "
+        "(SIGTERM, SIGINT) and zero-downtime restart. With neither --app nor --wsgi, "
+        "a demo application answers (try /slow?seconds=2)."
+    )
+
+    optParameters = [
+        ["app", "a", None, "A twisted.web IResource, or a zero-argument callable returning one, "
+         "by dotted path: package.module.attribute."],
+        ["wsgi", None, None, "A WSGI application by dotted path, served on the reactor's thread pool."],
+        ["shutdown-timeout", None, DEFAULT_SHUTDOWN_TIMEOUT,
+         "Seconds the drain may take before the remaining connections are aborted.",
+         _positiveFloat("--shutdown-timeout")],
+        ["idle-grace", None, DEFAULT_IDLE_GRACE,
+         "Seconds a kept-alive connection must stay quiet during a drain before it is closed.",
+         _positiveFloat("--idle-grace")],
+        ["access-log", None, None, "Write the access log (combined format) to this file, in append "
+         "mode. By default access lines go to the twistd log."],
+    ]
+    optFlags = [
+        ["no-access-log", None, "Do not log requests."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["ports"] = []
+
+    def opt_port(self, description: str) -> None:
+        """
+        Listen here; give it once per endpoint. A bare number is TCP on all
+        interfaces; otherwise a Twisted endpoint description: tcp:8080:interface=127.0.0.1,
+        tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem.
+        Default: 8080.
+        """
+        try:
+            parseEndpoint(description)
+        except GracefulError as e:
+            raise usage.UsageError(f"--port: {e}") from None
+        if description in self["ports"]:
+            raise usage.UsageError(f"--port {description} is given twice; give each endpoint once.")
+        self["ports"].append(description)
+
+    opt_p = opt_port
+
+    def postOptions(self) -> None:
+        if self["app"] is not None and self["wsgi"] is not None:
+            raise usage.UsageError("--app and --wsgi cannot be used together: give one application.")
+        if self["no-access-log"] and self["access-log"] is not None:
+            raise usage.UsageError("--access-log and --no-access-log cannot be used together.")
+        if not self["ports"]:
+            self["ports"] = [DEFAULT_PORT]
+        identities: dict[str, str] = {}
+        for description in self["ports"]:
+            identity = parseEndpoint(description).identity
+            if identity in identities:
+                raise usage.UsageError(
+                    f"--port {description} and --port {identities[identity]} name the same "
+                    "address; give it once."
+                )
+            identities[identity] = description
+        try:
+            if self["wsgi"] is not None:
+                self["resource"] = _wsgiResource(loadWSGI(self["wsgi"]))
+            elif self["app"] is not None:
+                self["resource"] = loadResource(self["app"])
+            else:
+                from .demo import DemoResource
+
+                self["resource"] = DemoResource()
+        except GracefulError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def _wsgiResource(application: Any) -> IResource:
+    from twisted.internet import reactor
+    from twisted.web.wsgi import WSGIResource
+
+    return WSGIResource(reactor, reactor.getThreadPool(), application)  # type: ignore[attr-defined]
+
+
+def _makeSite(options: Options) -> Site:
+    site = Site(options["resource"])
+    if options["access-log"] is not None:
+        site.logPath = options["access-log"]
+    elif options["no-access-log"]:
+        site.log = lambda request: None  # type: ignore[method-assign]
+    return site
+
+
+def makeService(options: Options) -> GracefulService:
+    """
+    Build the service for C{twistd graceful}, with every socket bound.
+
+    An address that cannot be bound ends the command with its message (no
+    traceback), before C{twistd} daemonizes.
+    """
+    service = GracefulService()
+    for description in options["ports"]:
+        service.addEndpoint(
+            description,
+            _makeSite(options),
+            shutdownTimeout=options["shutdown-timeout"],
+            idleGrace=options["idle-grace"],
+        )
+    try:
+        service.bind()
+    except GracefulError as e:
+        raise SystemExit(f"twistd graceful: {e}") from None
+    return service
+
+
+__all__ = ["Options", "makeService"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("Run this as: twistd graceful --help")
