@@ -259,6 +259,9 @@ class DrainingFactory:
 
     # IProtocolFactory
 
+    def logPrefix(self) -> str:
+        return "twisted_graceful"
+
     def buildProtocol(self, addr: IAddress) -> Any:
         if not self._accepting:
             return None

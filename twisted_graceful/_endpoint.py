@@ -213,13 +213,10 @@ def adoptSocket(
     factory: IProtocolFactory,
 ) -> IListeningPort:
     """
-    Serve C{factory} on the listening socket C{fileno} (which stays open and
-    is not closed here: the reactor listens on its own duplicate).
-
-    The descriptor is made non-blocking: the reactor would otherwise hang in
-    C{accept()}.  An C{ssl:} address wraps the factory in TLS.
+    Serve C{factory} on the non-blocking listening socket C{fileno} (which
+    stays open and is not closed here: the reactor listens on its own
+    duplicate).  An C{ssl:} address wraps the factory in TLS.
     """
-    os.set_blocking(fileno, False)
     if address.tlsContextFactory is not None:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 

@@ -11,10 +11,8 @@ from typing import Any, Callable
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-
-from ._errors import GracefulError
 
 DEFAULT_HOOK_TIMEOUT = 10.0
 
@@ -140,6 +138,7 @@ class ShutdownHooks:
             _log.failure(
                 "Shutdown hook {hook} failed after {elapsed:.3f} s",
                 Failure(),
+                LogLevel.error,
                 hook=hook.name,
                 elapsed=elapsed,
                 outcome="failed",
@@ -158,5 +157,3 @@ class ShutdownHooks:
         )
         return HookOutcome(hook.name, "ok", elapsed)
 
-
-__all__ = ["ShutdownHooks", "HookOutcome", "DEFAULT_HOOK_TIMEOUT", "GracefulError"]

@@ -54,6 +54,8 @@ class GracefulSiteService(Service):
     """
 
     _log = Logger()
+    _bindSocket = staticmethod(bindSocket)
+    _closeFileno = staticmethod(os.close)
 
     def __init__(
         self,
@@ -90,7 +92,7 @@ class GracefulSiteService(Service):
         self.inheritedFileno: int | None = None
         self.port: IListeningPort | None = None
         self.factory = DrainingFactory(site, self._clock, name=self.address.description, idleGrace=idleGrace)
-        self._socket: socket.socket | None = None
+        self._socket: socket.socket | Any = None
 
     @property
     def _clock(self) -> Any:
@@ -127,7 +129,7 @@ class GracefulSiteService(Service):
         @raise ListenFailed: The socket cannot be bound.
         """
         if self.port is None and self._socket is None and self.inheritedFileno is None:
-            self._socket = bindSocket(self.address)
+            self._socket = self._bindSocket(self.address)
 
     def unbind(self) -> None:
         """
@@ -159,7 +161,7 @@ class GracefulSiteService(Service):
             try:
                 self.port = adoptSocket(reactor, self.address, fileno, self.factory)
             finally:
-                os.close(fileno)
+                self._closeFileno(fileno)
             how = "inherited"
         else:
             self.bind()

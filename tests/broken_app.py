@@ -1,0 +1,5 @@
+"""
+A module that fails to import, for the --app error tests.
+"""
+
+root = 1 / 0

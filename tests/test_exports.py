@@ -1,0 +1,25 @@
+"""
+The public names of L{twisted_graceful}.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import twisted_graceful
+
+
+class ExportsTests(SynchronousTestCase):
+    def test_all(self) -> None:
+        """
+        C{__all__} lists exactly the public names, and each exists.
+        """
+        public = {name for name in vars(twisted_graceful) if not name.startswith("_")}
+        modules = {"demo", "tap"}
+        self.assertEqual(sorted(public - modules), sorted(twisted_graceful.__all__))
+
+    def test_errorsShareBase(self) -> None:
+        for name in twisted_graceful.__all__:
+            obj = getattr(twisted_graceful, name)
+            if isinstance(obj, type) and issubclass(obj, Exception):
+                self.assertTrue(issubclass(obj, twisted_graceful.GracefulError), name)

@@ -1,0 +1,376 @@
+"""
+Tests for L{twisted_graceful._service}.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
+
+from twisted_graceful import GracefulService, GracefulSiteService, ListenFailed
+from twisted_graceful._endpoint import ListenAddress
+
+from ._fakes import FakeReactor
+from ._http import HeldResource, RawClient, request
+
+SHUTDOWN_TIMEOUT = 5.0
+AT_LEAST_SHUTDOWN_TIMEOUT = SHUTDOWN_TIMEOUT + 1
+
+
+class FakeSocket:
+    """
+    Stands for a bound listening socket: a descriptor number and close().
+    """
+
+    def __init__(self, fileno: int) -> None:
+        self._fileno = fileno
+        self.closed = False
+
+    def fileno(self) -> int:
+        return self._fileno
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeBinder:
+    """
+    Replaces L{bindSocket}: hands out fake sockets, or fails for chosen
+    identities the way the real one does.
+    """
+
+    def __init__(self) -> None:
+        self.bound: list[FakeSocket] = []
+        self.failFor: set[str] = set()
+        self.next = 10
+
+    def __call__(self, address: ListenAddress) -> FakeSocket:
+        if address.identity in self.failFor:
+            raise ListenFailed(f"Cannot listen on {address.description}: address already in use.")
+        self.next += 1
+        sock = FakeSocket(self.next)
+        self.bound.append(sock)
+        return sock
+
+
+class Harness:
+    def __init__(self, test: SynchronousTestCase) -> None:
+        self.reactor = FakeReactor()
+        self.binder = FakeBinder()
+        test.patch(GracefulSiteService, "_bindSocket", staticmethod(self.binder))
+        self.closed: list[int] = []
+        test.patch(GracefulSiteService, "_closeFileno", staticmethod(self.closed.append))
+        self.service = GracefulService(reactor=self.reactor, handleSignals=False)
+        self.resources: list[HeldResource] = []
+        self.pumps: list[iosim.IOPump] = []
+
+    def addEndpoint(self, description: str, **kw: Any) -> GracefulSiteService:
+        resource = HeldResource()
+        self.resources.append(resource)
+        return self.service.addEndpoint(
+            description, Site(resource, reactor=self.reactor), shutdownTimeout=SHUTDOWN_TIMEOUT, **kw
+        )
+
+    def connect(self, endpoint: GracefulSiteService) -> RawClient:
+        server = endpoint.factory.buildProtocol(iosim.FakeAddress())
+        client = RawClient()
+        self.pumps.append(
+            iosim.connect(server, iosim.makeFakeServer(server), client, iosim.makeFakeClient(client), clock=self.reactor)
+        )
+        return client
+
+    def send(self, client: RawClient, data: bytes) -> None:
+        client.transport.write(data)  # type: ignore[union-attr]
+        self.flush()
+
+    def flush(self) -> None:
+        for pump in self.pumps:
+            pump.flush()
+
+
+class GracefulSiteServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = Harness(self)
+
+    def test_bindsThenAdopts(self) -> None:
+        """
+        The library binds the socket itself and the reactor adopts it (so a
+        stopped port never shuts down a socket a successor shares); the
+        process's own copy is closed once adopted.
+        """
+        endpoint = self.h.addEndpoint("tcp:8080:interface=127.0.0.1")
+        self.h.service.privilegedStartService()
+        self.assertEqual(self.h.reactor.tcpServers, [])
+        [(fileno, family, factory)] = self.h.reactor.adoptedPorts
+        self.assertEqual(fileno, self.h.binder.bound[0].fileno())
+        self.assertIs(factory, endpoint.factory)
+        self.assertTrue(self.h.binder.bound[0].closed)
+
+    def test_startServiceListensWithoutPrivilegedStart(self) -> None:
+        """
+        A service started without L{privilegedStartService} (outside
+        twistd) still listens, once.
+        """
+        self.h.addEndpoint("8080")
+        self.h.service.startService()
+        self.h.service.privilegedStartService()
+        self.assertEqual(len(self.h.reactor.adoptedPorts), 1)
+
+    def test_inheritedSocketAdopted(self) -> None:
+        """
+        An endpoint given an inherited descriptor adopts it instead of
+        binding, then closes its own copy.
+        """
+        endpoint = self.h.addEndpoint("8080")
+        endpoint.inheritedFileno = 7
+        self.h.service.startService()
+        self.assertEqual(self.h.reactor.adoptedPorts[0][0], 7)
+        self.assertEqual(self.h.binder.bound, [])
+        self.assertEqual(self.h.closed, [7])
+
+    def test_bindFailureClosesOthers(self) -> None:
+        """
+        When one endpoint cannot bind, the sockets already bound are closed
+        and the error names the endpoint.
+        """
+        self.h.addEndpoint("8080")
+        self.h.addEndpoint("8081")
+        self.h.binder.failFor.add("tcp:8081:interface=0.0.0.0")
+        with self.assertRaises(ListenFailed) as caught:
+            self.h.service.bind()
+        self.assertIn("8081", str(caught.exception))
+        self.assertTrue(self.h.binder.bound[0].closed)
+
+    def test_rejectsNonResource(self) -> None:
+        """
+        Serving something that is neither a Site nor a resource fails at once
+        with a message saying what to pass.
+        """
+        with self.assertRaises(TypeError) as caught:
+            GracefulSiteService("8080", object(), reactor=self.h.reactor)  # type: ignore[arg-type]
+        self.assertIn("WSGIResource", str(caught.exception))
+
+    def test_resourceWrappedInSite(self) -> None:
+        endpoint = GracefulSiteService("8080", HeldResource(), reactor=self.h.reactor)
+        self.assertIsInstance(endpoint.site, Site)
+
+    def test_standaloneStopDrains(self) -> None:
+        """
+        A L{GracefulSiteService} used alone drains when stopped.
+        """
+        endpoint = GracefulSiteService("8080", Site(HeldResource(), reactor=self.h.reactor), reactor=self.h.reactor)
+        endpoint.startService()
+        client = self.h.connect(endpoint)
+        self.h.send(client, request("/held"))
+        d = endpoint.stopService()
+        self.assertNoResult(d)
+        endpoint.site.resource.finishAll()
+        self.h.flush()
+        self.assertEqual(self.successResultOf(d).completed, 1)
+
+
+class OrderedStopTests(SynchronousTestCase):
+    """
+    L{GracefulService.stopService} stops accepting everywhere at once, drains,
+    runs hooks in order, then stops other children.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.a = self.h.addEndpoint("8080")
+        self.b = self.h.addEndpoint("8081")
+        self.h.service.startService()
+
+    def test_stopsAcceptingEverywhereAtOnce(self) -> None:
+        """
+        Both ports stop listening before any drain has ended.
+        """
+        client = self.h.connect(self.a)
+        self.h.send(client, request("/held"))
+        ports = [self.a.port, self.b.port]
+        d = self.h.service.stopService()
+        self.assertEqual([p.listening for p in ports], [False, False])  # type: ignore[union-attr]
+        self.assertNoResult(d)
+        self.h.resources[0].finishAll()
+        self.h.flush()
+        self.successResultOf(d)
+
+    def test_hooksRunInOrderAfterDrain(self) -> None:
+        """
+        Hooks run one after the other, in the order added, only after every
+        endpoint has drained; a slow hook's Deferred is waited for.
+        """
+        calls: list[str] = []
+        slow: Deferred[None] = Deferred()
+
+        def first() -> Deferred[None]:
+            calls.append("first")
+            return slow
+
+        self.h.service.addShutdownHook(first)
+        self.h.service.addShutdownHook(calls.append, "second")
+        client = self.h.connect(self.b)
+        self.h.send(client, request("/held"))
+        d = self.h.service.stopService()
+        self.assertEqual(calls, [])
+        self.h.resources[1].finishAll()
+        self.h.flush()
+        self.assertEqual(calls, ["first"])
+        slow.callback(None)
+        self.assertEqual(calls, ["first", "second"])
+        self.successResultOf(d)
+
+    def test_otherChildrenStopAfterHooks(self) -> None:
+        """
+        A non-endpoint child service stops after the hooks have run.
+        """
+        order: list[str] = []
+
+        class Database(Service):
+            def stopService(self) -> None:
+                order.append("database stopped")
+                super().stopService()
+
+        Database().setServiceParent(self.h.service)
+        self.h.service.addShutdownHook(order.append, "hook")
+        self.successResultOf(self.h.service.stopService())
+        self.assertEqual(order, ["hook", "database stopped"])
+        self.assertFalse(self.h.service.running)
+
+    def test_deadlineThenHooks(self) -> None:
+        """
+        A never-ending response is cut at the endpoint's deadline, then the
+        hooks run.
+        """
+        calls: list[str] = []
+        self.h.service.addShutdownHook(calls.append, "hook")
+        client = self.h.connect(self.a)
+        self.h.send(client, request("/held"))
+        d = self.h.service.stopService()
+        self.h.reactor.advance(AT_LEAST_SHUTDOWN_TIMEOUT)
+        self.h.flush()
+        self.successResultOf(d)
+        self.assertEqual(calls, ["hook"])
+        self.assertEqual(self.h.service.drainResults[0].abortedRequests, 1)
+
+    def test_whenDraining(self) -> None:
+        """
+        L{GracefulService.whenDraining} fires when the stop begins.
+        """
+        waiting = self.h.service.whenDraining()
+        self.assertNoResult(waiting)
+        self.h.service.stopService()
+        self.successResultOf(waiting)
+        self.successResultOf(self.h.service.whenDraining())
+
+    def test_stopTwice(self) -> None:
+        """
+        A second stopService waits for the same stop.
+        """
+        client = self.h.connect(self.a)
+        self.h.send(client, request("/held"))
+        first = self.h.service.stopService()
+        second = self.h.service.stopService()
+        self.assertNoResult(second)
+        self.h.resources[0].finishAll()
+        self.h.flush()
+        self.successResultOf(first)
+        self.successResultOf(second)
+
+    def test_cutShort(self) -> None:
+        """
+        L{GracefulService.cutShort} aborts the connections and skips the
+        hooks still to run.
+        """
+        calls: list[str] = []
+        self.h.service.addShutdownHook(calls.append, "hook")
+        client = self.h.connect(self.a)
+        self.h.send(client, request("/held"))
+        d = self.h.service.stopService()
+        self.h.service.cutShort()
+        self.h.flush()
+        self.successResultOf(d)
+        self.assertEqual(calls, [])
+        self.assertEqual([o.outcome for o in self.h.service.hookOutcomes], ["skipped"])
+
+
+class FakeSignals:
+    """
+    A fake C{signal} module: records handlers instead of installing them.
+    """
+
+    def __init__(self) -> None:
+        self.handlers: dict[int, Any] = {}
+
+    def getsignal(self, signum: int) -> Any:
+        return self.handlers.get(signum, signal.SIG_DFL)
+
+    def signal(self, signum: int, handler: Any) -> Any:
+        previous = self.getsignal(signum)
+        self.handlers[signum] = handler
+        return previous
+
+
+class StopSignalTests(SynchronousTestCase):
+    """
+    The first SIGTERM or SIGINT goes to the reactor's own handler; one that
+    arrives during the drain cuts it short.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.signals = FakeSignals()
+        self.reactorHandled: list[int] = []
+        self.signals.handlers[signal.SIGTERM] = lambda s, f: self.reactorHandled.append(s)
+        from twisted_graceful import _service
+
+        self.patch(_service, "SignalRouter", lambda reactor: _RouterWithFake(reactor, self.signals))
+        self.h.service._handleSignals = True
+        self.endpoint = self.h.addEndpoint("8080")
+        self.h.service.startService()
+        self.h.reactor.callFromThread = lambda f, *a: f(*a)  # type: ignore[method-assign]
+        self.h.reactor.running = True
+        self.h.service._reactorRunning()
+
+    def test_firstSignalToReactor(self) -> None:
+        self.signals.handlers[signal.SIGTERM](signal.SIGTERM, None)
+        self.assertEqual(self.reactorHandled, [signal.SIGTERM])
+        self.assertFalse(self.h.service.stopping)
+
+    def test_secondSignalCutsShort(self) -> None:
+        """
+        A signal during the drain aborts what is left and logs why.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        client = self.h.connect(self.endpoint)
+        self.h.send(client, request("/held"))
+        d = self.h.service.stopService()
+        self.signals.handlers[signal.SIGINT](signal.SIGINT, None)
+        self.h.flush()
+        self.successResultOf(d)
+        self.assertIsNotNone(client.closed)
+        self.assertEqual([e["signal"] for e in events if e.get("phase") == "cut-short"], ["SIGINT"])
+
+    def test_withoutReactorHandler(self) -> None:
+        """
+        With no Python handler before ours, the first signal stops the
+        reactor itself.
+        """
+        self.h.reactor.stop = lambda: self.reactorHandled.append(0)  # type: ignore[method-assign]
+        self.signals.handlers[signal.SIGINT](signal.SIGINT, None)
+        self.assertEqual(self.reactorHandled, [0])
+
+
+class _RouterWithFake:
+    def __new__(cls, reactor: Any, signals: FakeSignals) -> Any:
+        from twisted_graceful._signals import SignalRouter
+
+        return SignalRouter(reactor, signals)
