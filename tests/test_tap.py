@@ -4,7 +4,6 @@ Tests for L{twisted_graceful.tap}.
 
 from __future__ import annotations
 
-from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.wsgi import WSGIResource
 
@@ -26,10 +25,17 @@ class OptionsTests(SynchronousTestCase):
         return options
 
     def assertUsageError(self, args: list[str], *fragments: str) -> None:
-        with self.assertRaises(usage.UsageError) as caught:
+        """
+        The options are refused with one message that starts with the
+        command and contains C{fragments}, not twistd's whole usage text.
+        """
+        with self.assertRaises(SystemExit) as caught:
             self.parse(*args)
+        message = str(caught.exception.code)
+        self.assertTrue(message.startswith("twistd graceful: "), message)
+        self.assertEqual(len(message.splitlines()), 2)
         for fragment in fragments:
-            self.assertIn(fragment, str(caught.exception))
+            self.assertIn(fragment, message)
 
     def test_defaults(self) -> None:
         """

@@ -16,7 +16,7 @@ from twisted.python import usage
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from ._app import loadResource, loadWSGI
+from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
 from ._errors import GracefulError
@@ -61,6 +61,9 @@ class Options(usage.Options):
         ["idle-grace", None, DEFAULT_IDLE_GRACE,
          "Seconds a kept-alive connection must stay quiet during a drain before it is closed.",
          _positiveFloat("--idle-grace")],
+        ["hook-timeout", None, 10.0,
+         "Seconds each --shutdown-hook may take before it is cancelled.",
+         _positiveFloat("--hook-timeout", zeroAllowed=False)],
         ["access-log", None, None, "Write the access log (combined format) to this file, in append "
          "mode. By default access lines go to the twistd log."],
     ]
@@ -71,14 +74,19 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["ports"] = []
+        self["hooks"] = []
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse, and end the command with one line naming the bad option
+        instead of twistd's whole usage text.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            raise SystemExit(f"twistd graceful: {e}\nSee: twistd graceful --help") from None
 
     def opt_port(self, description: str) -> None:
-        """
-        Listen here; give it once per endpoint. A bare number is TCP on all
-        interfaces; otherwise a Twisted endpoint description: tcp:8080:interface=127.0.0.1,
-        tcp6:8080, unix:/run/app.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem.
-        Default: 8080.
-        """
         try:
             parseEndpoint(description)
         except GracefulError as e:
@@ -87,7 +95,27 @@ class Options(usage.Options):
             raise usage.UsageError(f"--port {description} is given twice; give each endpoint once.")
         self["ports"].append(description)
 
+    opt_port.__doc__ = (
+        "Listen here; give it once per endpoint. A bare number is TCP on all interfaces; "
+        "otherwise a Twisted endpoint description: tcp:8080:interface=127.0.0.1, tcp6:8080, "
+        "unix:/run/app.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem. Default: 8080."
+    )
     opt_p = opt_port
+
+    def opt_shutdown_hook(self, dotted: str) -> None:
+        try:
+            hook = loadObject(dotted, "--shutdown-hook")
+        except GracefulError as e:
+            raise usage.UsageError(str(e)) from None
+        if not callable(hook):
+            raise usage.UsageError(f"--shutdown-hook {dotted!r}: {hook!r} is not callable.")
+        self["hooks"].append((dotted, hook))
+
+    opt_shutdown_hook.__doc__ = (
+        "A callable (package.module.function) to call with no arguments once every endpoint "
+        "has drained; give it once per hook, in the order they should run. It may return a "
+        "Deferred or be a coroutine function."
+    )
 
     def postOptions(self) -> None:
         if self["app"] is not None and self["wsgi"] is not None:
@@ -149,6 +177,8 @@ def makeService(options: Options) -> GracefulService:
             shutdownTimeout=options["shutdown-timeout"],
             idleGrace=options["idle-grace"],
         )
+    for name, hook in options["hooks"]:
+        service.addShutdownHook(hook, timeout=options["hook-timeout"], name=name)
     try:
         service.bind()
     except GracefulError as e:

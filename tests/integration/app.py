@@ -1,0 +1,60 @@
+"""
+The application the integration tests serve under C{twistd graceful}.
+
+C{/} answers the pid; C{/slow?seconds=N} answers after N seconds;
+C{/forever} never finishes.  The hooks log an event each, so tests can see
+their order.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from twisted_graceful.demo import DemoResource
+
+_log = Logger()
+
+
+class App(Resource):
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._demo = DemoResource()
+
+    def render_GET(self, request: Request) -> bytes | int:
+        if request.path == b"/forever":
+            request.setHeader(b"Content-Type", b"text/plain")
+            request.write(b"this response never ends\n")
+            return NOT_DONE_YET
+        if request.path == b"/slow":
+            _log.info("slow request received", testEvent="slow-received")
+            return self._demo.render_GET(request)
+        request.setHeader(b"X-Pid", str(os.getpid()).encode())
+        return str(os.getpid()).encode()
+
+
+root = App
+
+
+def hookFirst() -> None:
+    _log.info("hook first ran", testHook="first")
+
+
+def hookStuck() -> Deferred[None]:
+    _log.info("hook stuck started", testHook="stuck")
+    return Deferred()
+
+
+def hookFails() -> None:
+    _log.info("hook fails ran", testHook="fails")
+    raise RuntimeError("this hook fails")
+
+
+async def hookLast() -> None:
+    _log.info("hook last ran", testHook="last")
