@@ -85,42 +85,61 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         self._lastActive = self._tracker._clock.seconds()
         super().connectionMade()
 
-    def dataReceived(self, data: bytes) -> None:
+    def requestDone(self, request: http.Request) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        super().requestDone(request)
+
+    def _startDraining(self) -> None:
+        """
+        The drain began: from now on, answer with C{Connection: close} and
+        close the connection once it is idle.
+
+        Until now the hot path carried no drain logic: the drain's versions
+        of C{dataReceived}, C{writeHeaders} and C{requestDone} are installed
+        on this instance only now.  A channel upgraded to a WebSocket has its
+        own C{dataReceived} already and keeps it.
+        """
+        if "dataReceived" not in vars(self):
+            self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
+        self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
+        self.requestDone = self._drainingRequestDone  # type: ignore[method-assign]
+        if not self.requests:
+            # PRIVATE: LineReceiver._buffer holds a request line or headers
+            # received in part; the client is still sending, so its grace
+            # counts from now.
+            if self._buffer:
+                self._lastActive = self._tracker._clock.seconds()
+            self._closeWhenIdle()
+
+    def _drainingDataReceived(self, data: bytes) -> None:
         self._lastActive = self._tracker._clock.seconds()
         if self._idleCall is not None:
             self._idleCall.cancel()
             self._idleCall = None
-        super().dataReceived(data)
-        if self._tracker.draining and not self.requests and self.transport:
+        http.HTTPChannel.dataReceived(self, data)
+        if not self.requests and self.transport:
             # A partial request line: give the client the grace to finish it.
             self._closeWhenIdle()
 
-    def writeHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+    def _drainingWriteHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
         # PRIVATE: bytes already received after this request are pipelined
         # requests: HTTPChannel._dataBuffer holds them while a request is in
         # flight, LineReceiver._buffer while this request is being parsed.
         # They must be answered, so the connection stays open for them; the
         # last of them is answered with Connection: close.
-        if self._tracker.draining and not (self._dataBuffer or self._buffer):
+        if not (self._dataBuffer or self._buffer):
             self.persistent = False
             if isinstance(headers, Headers):
                 headers.setRawHeaders(b"Connection", [b"close"])
             else:
                 headers.append((b"Connection", b"close"))
-        super().writeHeaders(version, code, reason, headers)
+        http.HTTPChannel.writeHeaders(self, version, code, reason, headers)
 
-    def requestDone(self, request: http.Request) -> None:
+    def _drainingRequestDone(self, request: http.Request) -> None:
+        self._tracker._completed += 1
         self._lastActive = self._tracker._clock.seconds()
-        self._tracker._requestCompleted()
-        super().requestDone(request)
-        if self._tracker.draining and self.persistent and not self.requests:
-            self._closeWhenIdle()
-
-    def _startDraining(self) -> None:
-        """
-        The drain began: close this connection once it is idle.
-        """
-        if not self.requests:
+        http.HTTPChannel.requestDone(self, request)
+        if self.persistent and not self.requests:
             self._closeWhenIdle()
 
     def _closeWhenIdle(self) -> None:
@@ -397,10 +416,6 @@ class DrainingFactory:
         waiters, self._drained = self._drained, []
         for waiter in waiters:
             waiter.callback(self._result)
-
-    def _requestCompleted(self) -> None:
-        if self._drainStarted is not None:
-            self._completed += 1
 
     def _connectionLost(self, protocol: _TrackedChannelProtocol) -> None:
         self._connections.discard(protocol)
