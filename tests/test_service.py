@@ -15,7 +15,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from twisted_graceful import GracefulService, GracefulSiteService, ListenFailed
+from twisted_graceful import BadEndpoint, GracefulService, GracefulSiteService, ListenFailed
 from twisted_graceful._endpoint import ListenAddress
 
 from ._fakes import FakeReactor
@@ -148,6 +148,16 @@ class GracefulSiteServiceTests(SynchronousTestCase):
             self.h.service.bind()
         self.assertIn("8081", str(caught.exception))
         self.assertTrue(self.h.binder.bound[0].closed)
+
+    def test_sameAddressTwice(self) -> None:
+        """
+        Two endpoints on one address are refused: a successor could not tell
+        their sockets apart.
+        """
+        self.h.addEndpoint("8080")
+        with self.assertRaises(BadEndpoint) as caught:
+            self.h.addEndpoint("tcp:8080")
+        self.assertIn("same address", str(caught.exception))
 
     def test_rejectsNonResource(self) -> None:
         """

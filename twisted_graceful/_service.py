@@ -21,6 +21,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from ._drain import DEFAULT_IDLE_GRACE, DrainingFactory, DrainResult
+from ._errors import BadEndpoint
 from ._endpoint import ListenAddress, adoptSocket, bindSocket, boundAddress, parseEndpoint
 from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._signals import Handler, SignalRouter
@@ -275,6 +276,23 @@ class GracefulService(MultiService):
         )
         endpoint.setServiceParent(self)
         return endpoint
+
+    def addService(self, service: IService) -> None:
+        """
+        Add a child service.  An endpoint whose address another endpoint
+        already has is refused: a successor could not tell their sockets
+        apart.
+
+        @raise BadEndpoint: The address is served already.
+        """
+        if isinstance(service, GracefulSiteService):
+            for other in self.endpoints():
+                if other.identity == service.identity:
+                    raise BadEndpoint(
+                        f"{service.address.description!r} and {other.address.description!r} are the "
+                        f"same address ({service.identity}); serve it once."
+                    )
+        super().addService(service)
 
     def addShutdownHook(
         self,
