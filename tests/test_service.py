@@ -68,7 +68,7 @@ class Harness:
         test.patch(GracefulSiteService, "_bindSocket", staticmethod(self.binder))
         self.closed: list[int] = []
         test.patch(GracefulSiteService, "_closeFileno", staticmethod(self.closed.append))
-        self.service = GracefulService(reactor=self.reactor, handleSignals=False)
+        self.service = GracefulService(reactor=self.reactor, handleSignals=False, environ={})
         self.resources: list[HeldResource] = []
         self.pumps: list[iosim.IOPump] = []
 

@@ -11,22 +11,31 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from typing import Any, Callable, Iterable
+import sys
+from typing import Any, Callable, Iterable, MutableMapping, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from ._drain import DEFAULT_IDLE_GRACE, DrainingFactory, DrainResult
 from ._errors import BadEndpoint
 from ._endpoint import ListenAddress, adoptSocket, bindSocket, boundAddress, parseEndpoint
+from ._child import DEFAULT_READY_TIMEOUT, ChildProcess
+from ._errors import ChildExitedEarly, NotReadyToRestart
 from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
+from ._inherit import Inheritance, encodeHandover
+from ._parent import ParentProcess
+from ._pidfile import PidFile
+from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
 from ._signals import Handler, SignalRouter
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
+_NOT_INHERITED = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
 
 
 def _maybeGlobalReactor(reactor: Any) -> Any:
@@ -187,14 +196,26 @@ class GracefulSiteService(Service):
         """
         return self.factory.whenDraining()
 
-    def stopAccepting(self) -> None:
+    def stopAccepting(self, handOver: bool = False) -> None:
         """
         Stop accepting connections.  The socket is closed in this process but
         never shut down, so a successor that shares it keeps accepting.
+
+        @param handOver: A successor serves this socket now: a UNIX socket's
+            file is left in place (a final stop removes it).
         """
         self.factory.stopAccepting()
-        if self.port is not None:
-            port, self.port = self.port, None
+        if self.port is None:
+            return
+        port, self.port = self.port, None
+        if handOver and self.address.family == socket.AF_UNIX:
+            # A UNIX port unlinks its socket file when it stops listening,
+            # which would take the successor's address away: stop reading
+            # and close this process's descriptor instead.
+            port.stopReading()  # type: ignore[attr-defined]
+            port.socket.close()  # type: ignore[attr-defined]
+            self.factory.doStop()
+        else:
             port.stopListening()
 
     def drain(self) -> Deferred[DrainResult]:
@@ -238,21 +259,60 @@ class GracefulService(MultiService):
 
     _log = Logger()
 
-    def __init__(self, *, reactor: Any = None, handleSignals: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        reactor: Any = None,
+        handleSignals: bool = True,
+        restartSignal: int | None = signal.SIGUSR2,
+        readyTimeout: float = DEFAULT_READY_TIMEOUT,
+        pidFile: str | None = None,
+        environ: MutableMapping[str, str] | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> None:
         """
         @param reactor: The reactor; the global one by default.
         @param handleSignals: Once the reactor runs, route a SIGTERM or
             SIGINT received during the drain to L{cutShort} (the first one
-            still stops the reactor as usual).
+            still stops the reactor as usual), and C{restartSignal} to
+            L{restart}.
+        @param restartSignal: The signal that restarts the process, or
+            L{None} for none.
+        @param readyTimeout: Seconds a successor has to report ready.
+        @param pidFile: A pid file to keep naming the serving process across
+            restarts, or L{None}.
+        @param environ: Where inherited sockets are announced (and removed
+            once read); C{os.environ} by default.
+        @param argv: The command that starts a successor;
+            C{[sys.executable, *sys.orig_argv[1:]]} by default, so C{twistd},
+            C{python -m twisted} and C{.tac} files come back the same way.
         """
         super().__init__()
         self._reactor = reactor
         self._handleSignals = handleSignals
+        self._restartSignal = restartSignal
+        self._readyTimeout = readyTimeout
+        self._pidFile = PidFile(pidFile) if pidFile else None
+        self._environ = environ
+        self._argv = list(argv) if argv is not None else None
         self.hooks = ShutdownHooks(self._clock)
         self._stopping: Deferred[None] | None = None
         self._drainingWaiters: list[Deferred[None]] = []
         self.drainResults: list[DrainResult] = []
         self.hookOutcomes: list[HookOutcome] = []
+        self.inheritance: Inheritance | None = None
+        self._parent: ParentProcess | None = None
+        self._restarter: Restarter | None = None
+        self._handedOver = False
+        self._servesAlone = False
+        self._unusedInherited: list[int] = []
+
+    @property
+    def generation(self) -> int:
+        """
+        1 for a first start, one more at each restart.
+        """
+        return self.inheritance.generation if self.inheritance is not None else 1
 
     @property
     def _clock(self) -> Any:
@@ -319,6 +379,7 @@ class GracefulService(MultiService):
 
         @raise ListenFailed: A socket cannot be bound.
         """
+        self._inherit()
         try:
             for endpoint in self.endpoints():
                 endpoint.bind()
@@ -351,20 +412,173 @@ class GracefulService(MultiService):
         """
         return self._stopping is not None
 
+    def _inherit(self) -> None:
+        """
+        Read the sockets inherited from a predecessor (once), give each to
+        the endpoint with its identity, and check the pid file.
+        """
+        if self.inheritance is not None:
+            return
+        environ = self._environ if self._environ is not None else os.environ
+        self.inheritance = inheritance = Inheritance.fromEnvironment(environ)
+        byIdentity = {e.identity: e for e in self.endpoints()}
+        for identity, (fileno, family) in inheritance.sockets.items():
+            endpoint = byIdentity.get(identity)
+            if endpoint is None or endpoint.address.family != family or endpoint.port is not None:
+                self._unusedInherited.append(fileno)
+                continue
+            endpoint.inheritedFileno = fileno
+        self._parent = ParentProcess(self._clock, inheritance)
+        self._restarter = coordinatorFor(
+            RestartCore(self._clock, self._spawnSuccessor, self._handOver, inheritance.parentPID)
+        )
+        if self._pidFile is not None:
+            self._pidFile.checkStart(allowed=inheritance.parentPID)
+
+    def privilegedStartService(self) -> None:
+        self._inherit()
+        super().privilegedStartService()
+
     def startService(self) -> None:
+        self._inherit()
         super().startService()
+        assert self._parent is not None
+        self._parent.announce("starting", generation=self.generation)
         self._clock.callWhenRunning(self._reactorRunning)
 
     def _reactorRunning(self) -> None:
         if self._handleSignals:
             router = SignalRouter(self._clock)
             router.onStop((signal.SIGTERM, signal.SIGINT), self._stopSignal)
+            if self._restartSignal is not None:
+                router.onSignal(self._restartSignal, self._restartSignalReceived)
+        for fileno in self._unusedInherited:
+            self._closeInherited(fileno)
+        self._unusedInherited = []
+        endpoints = {e.address.description: e.listeningAddress() for e in self.endpoints()}
+        assert self._parent is not None and self._restarter is not None
+        self._parent.announce("ready", generation=self.generation, endpoints=endpoints)
         self._log.info(
-            "Serving {endpoints} as pid {pid}",
-            endpoints={e.address.description: e.listeningAddress() for e in self.endpoints()},
+            "Serving {endpoints} as pid {pid}, generation {generation}",
+            endpoints=endpoints,
             pid=os.getpid(),
+            generation=self.generation,
             phase="ready",
         )
+        self._restarter._ready()
+        self._parent.watch(self._servingAlone, self._parentGone)
+
+    _closeInherited = staticmethod(os.close)
+
+    def _servingAlone(self) -> None:
+        """
+        The predecessor (if any) no longer accepts connections: this process
+        is the one serving, so the pid file names it.
+        """
+        if self._servesAlone or self._stopping is not None:
+            return
+        self._servesAlone = True
+        if self._pidFile is not None:
+            self._pidFile.write(os.getpid())
+        if self.inheritance is not None and self.inheritance.parentPID is not None:
+            self._log.info(
+                "Took over from pid {parentPID}",
+                parentPID=self.inheritance.parentPID,
+                generation=self.generation,
+                phase="took-over",
+            )
+
+    def _parentGone(self) -> None:
+        self._servingAlone()
+        assert self._restarter is not None
+        self._restarter._parentGone()
+        if self.inheritance is not None and self.inheritance.parentPID is not None:
+            self._log.info(
+                "Previous process {parentPID} has exited",
+                parentPID=self.inheritance.parentPID,
+                phase="parent-gone",
+            )
+
+    def restart(self) -> Deferred[RestartOutcome]:
+        """
+        Start a successor running the same command, hand it the listening
+        sockets, and once it reports ready, stop accepting, drain and stop
+        the reactor.
+
+        @return: A L{Deferred} that fires with a L{RestartOutcome} when the
+            successor is ready and this process has stopped accepting; fails
+            with L{ChildExitedEarly} or L{ChildReadyTimeout} when the
+            successor died or missed the ready timeout (this process goes on
+            serving), with L{RestartInProgress} during another restart, and
+            with L{NotReadyToRestart} while this process starts, stops, or
+            its own predecessor still drains.
+        """
+        if self._restarter is None:
+            return fail(NotReadyToRestart("the service has not started"))
+        return self._restarter.restart()
+
+    def _restartSignalReceived(self, signum: int) -> None:
+        self._log.info("Received {signal}: restarting", signal=signal.Signals(signum).name, phase="restart-signal")
+        self.restart().addErrback(lambda f: None)  # Logged by the machine.
+
+    def _successorCommand(self) -> list[str]:
+        argv = self._argv if self._argv is not None else [sys.executable, *sys.orig_argv[1:]]
+        if self._restartSignal is None:
+            return argv
+        # The successor ignores the restart signal until it installs its
+        # handler: a signal that reaches it while it starts must not kill it
+        # (the default action).  SIG_IGN survives exec; a shell sets it.
+        return ["/bin/sh", "-c", f'trap "" {int(self._restartSignal)}; exec "$0" "$@"', *argv]
+
+    def _spawnSuccessor(self, restarter: Restarter) -> ChildProcess:
+        sockets = {e.identity: e.fileno() for e in self.endpoints() if e.port is not None}
+        handover = encodeHandover(sockets, os.getpid(), self.generation)
+        environ = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+        environ.update(handover.environ)
+        child = ChildProcess(
+            self._clock,
+            handover.readyFD,
+            handover.lifelineFD,
+            self._readyTimeout,
+            restarter._childReady,
+            restarter._childFailed,
+        )
+        command = self._successorCommand()
+        try:
+            self._clock.spawnProcess(
+                child, command[0], command, env=environ, path=os.getcwd(), childFDs=handover.childFDs
+            )
+        except Exception as e:
+            error = ChildExitedEarly(f"Cannot start the successor {command!r}: {e}")
+            self._clock.callLater(0, restarter._childFailed, Failure(error))
+            return child
+        self._log.info(
+            "Spawned successor {childPID} for {endpoints}",
+            childPID=child.spawnedPID,
+            endpoints=sorted(sockets),
+            generation=self.generation + 1,
+            phase="child-spawned",
+        )
+        return child
+
+    def _handOver(self, child: ChildProcess) -> None:
+        self._handedOver = True
+        for endpoint in self.endpoints():
+            endpoint.stopAccepting(handOver=True)
+        child.handOver()
+        self._log.info(
+            "Handed over to pid {childPID}: draining",
+            childPID=child.servingPID,
+            phase="handed-over",
+        )
+        self._clock.callLater(0, self._stopReactor)
+
+    def _stopReactor(self) -> None:
+        if self._stopping is None:
+            try:
+                self._clock.stop()
+            except Exception:
+                self.stopService()
 
     def _stopSignal(self, signum: int, previous: Handler | None) -> None:
         if self._stopping is not None:
@@ -395,6 +609,8 @@ class GracefulService(MultiService):
         @return: A L{Deferred} that fires when all of that is done.
         """
         if self._stopping is None:
+            if self._restarter is not None:
+                self._restarter.stop()
             self._stopping = Deferred.fromCoroutine(self._stop())
             self._stopping.addErrback(lambda f: self._log.failure("Ordered stop failed", f))
         d: Deferred[None] = Deferred()
@@ -420,6 +636,8 @@ class GracefulService(MultiService):
         self.drainResults = [r for ok, r in results if ok]
         self.hookOutcomes = await self.hooks.run()
         await _stopOthers(self, endpoints)
+        if self._pidFile is not None and not self._handedOver:
+            self._pidFile.removeIfNames(os.getpid())
         self._log.info(
             "Stopped in {elapsed:.3f} s: {completed} requests completed, {aborted} cut",
             elapsed=self._clock.seconds() - started,

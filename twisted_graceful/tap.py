@@ -9,6 +9,8 @@ an address in use is reported on the terminal), and build the service.
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from typing import Any
 
@@ -20,9 +22,23 @@ from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
 from ._errors import GracefulError
+from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
+from ._signals import signalNumber
 
 DEFAULT_PORT = "8080"
+
+
+def _restartSignal(value: str) -> int | None:
+    if value.strip().lower() == "none":
+        return None
+    number = signalNumber(value)
+    if number in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGINT):
+        raise ValueError(f"--restart-signal cannot be {value}: it cannot be caught or already stops the server")
+    return number
+
+
+_restartSignal.coerceDoc = "A signal name, or 'none'."  # type: ignore[attr-defined]
 
 
 def _positiveFloat(name: str, zeroAllowed: bool = True) -> Any:
@@ -64,6 +80,13 @@ class Options(usage.Options):
         ["hook-timeout", None, 10.0,
          "Seconds each --shutdown-hook may take before it is cancelled.",
          _positiveFloat("--hook-timeout", zeroAllowed=False)],
+        ["ready-timeout", None, DEFAULT_READY_TIMEOUT,
+         "Seconds a successor started by a restart has to report ready; then it is terminated "
+         "and this process keeps serving.",
+         _positiveFloat("--ready-timeout", zeroAllowed=False)],
+        ["restart-signal", None, "USR2",
+         "The signal that restarts the server with no downtime (a name such as USR2 or HUP), "
+         "or 'none'.", _restartSignal],
         ["access-log", None, None, "Write the access log (combined format) to this file, in append "
          "mode. By default access lines go to the twistd log."],
     ]
@@ -124,6 +147,17 @@ class Options(usage.Options):
             raise usage.UsageError("--access-log and --no-access-log cannot be used together.")
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        if isinstance(self["restart-signal"], str):
+            self["restart-signal"] = _restartSignal(self["restart-signal"])
+        # twistd would refuse to start a successor (its pid file names the
+        # live predecessor), write the file before the process serves, and
+        # delete it at exit even after a successor has taken over: the
+        # service keeps the pid file instead.
+        self["pidfile"] = None
+        parent = getattr(self, "parent", None)
+        if parent is not None and parent.get("pidfile"):
+            self["pidfile"] = os.path.abspath(parent["pidfile"])
+            parent["pidfile"] = ""
         identities: dict[str, str] = {}
         for description in self["ports"]:
             identity = parseEndpoint(description).identity
@@ -169,7 +203,11 @@ def makeService(options: Options) -> GracefulService:
     An address that cannot be bound ends the command with its message (no
     traceback), before C{twistd} daemonizes.
     """
-    service = GracefulService()
+    service = GracefulService(
+        restartSignal=options["restart-signal"],
+        readyTimeout=options["ready-timeout"],
+        pidFile=options["pidfile"],
+    )
     for description in options["ports"]:
         service.addEndpoint(
             description,
