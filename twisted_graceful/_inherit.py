@@ -142,7 +142,10 @@ class Inheritance:
 
 
 def _positiveInt(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+    if text is None:
+        return None
+    text = text.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         return None
     value = int(text)
     return value if value > 0 else None

@@ -49,13 +49,13 @@ class PidFile:
         @raise PidFileError: The file cannot be read or holds no pid.
         """
         try:
-            with open(self.path) as f:
-                text = f.read().strip()
+            with open(self.path, "rb") as f:
+                text = f.read(64).decode("ascii", "replace").strip()
         except FileNotFoundError:
             return None
         except OSError as e:
             raise PidFileError(f"Cannot read the pid file {self.path}: {e.strerror}.") from None
-        if not text.isdigit() or int(text) <= 0:
+        if not (text.isascii() and text.isdigit()) or int(text) <= 0:
             raise PidFileError(
                 f"The pid file {self.path} holds {text[:40]!r}, not a pid. Remove it if no server is running."
             )

@@ -142,9 +142,10 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
         # The state's data factory, _startAttempt, ran first.
         assert core.attempt is not None
         return core.attempt.result
-    AwaitingChild.upon(Restarter.restart).loop()(
-        lambda restarter, core, attempt: _refuseInProgress(attempt)
-    )
+    @AwaitingChild.upon(Restarter.restart).loop()
+    def inProgress(restarter: Restarter, core: RestartCore, attempt: _Attempt) -> Deferred[RestartOutcome]:
+        return _refuseInProgress(attempt)
+
     HandedOver.upon(Restarter.restart).loop()(
         _refuse(NotReadyToRestart("this process has handed over to its successor and is draining"))
     )

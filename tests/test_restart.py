@@ -1,0 +1,258 @@
+"""
+Tests for L{twisted_graceful._restart}: every (state, input) pair of the
+restart machine is either handled, with a test here, or deliberately left out
+and refused with L{automat.NoTransition}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from automat import NoTransition
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_graceful import ChildExitedEarly, NotReadyToRestart, RestartInProgress
+from twisted_graceful._child import ReadyMessage
+from twisted_graceful._restart import RestartCore, Restarter, coordinatorFor
+
+STATES = [
+    "StartingBesideParent",
+    "Starting",
+    "ServingBesideParent",
+    "Serving",
+    "AwaitingChild",
+    "HandedOver",
+    "Stopping",
+]
+INPUTS = ["restart", "stop", "_ready", "_parentGone", "_childReady", "_childFailed"]
+
+LEFT_OUT = {
+    ("StartingBesideParent", "_childReady"),
+    ("StartingBesideParent", "_childFailed"),
+    ("Starting", "_childReady"),
+    ("Starting", "_childFailed"),
+    ("ServingBesideParent", "_ready"),
+    ("ServingBesideParent", "_childReady"),
+    ("ServingBesideParent", "_childFailed"),
+    ("Serving", "_ready"),
+    ("Serving", "_childReady"),
+    ("Serving", "_childFailed"),
+    ("HandedOver", "_ready"),
+    ("HandedOver", "_childReady"),
+}
+
+
+class FakeChild:
+    """
+    Stands for a L{ChildProcess}: records being terminated.
+    """
+
+    def __init__(self) -> None:
+        self.spawnedPID = 4242
+        self.servingPID: int | None = None
+        self.terminated = 0
+
+    def terminate(self) -> None:
+        self.terminated += 1
+
+
+class Harness:
+    def __init__(self, parentPID: int | None = None) -> None:
+        self.clock = Clock()
+        self.children: list[FakeChild] = []
+        self.handedOver: list[FakeChild] = []
+        self.core = RestartCore(self.clock, self.spawn, self.handedOver.append, parentPID)  # type: ignore[arg-type]
+        self.machine = coordinatorFor(self.core)
+
+    def spawn(self, restarter: Restarter) -> FakeChild:
+        child = FakeChild()
+        self.children.append(child)
+        return child
+
+    def state(self) -> str:
+        return self.machine.__automat_transitioner__._state.name  # type: ignore[attr-defined,no-any-return]
+
+
+def inState(name: str) -> Harness:
+    """
+    A machine driven into state C{name} through its public inputs.
+    """
+    h = Harness(parentPID=1 if name in ("StartingBesideParent", "ServingBesideParent") else None)
+    if name in ("ServingBesideParent", "Serving", "AwaitingChild", "HandedOver"):
+        h.machine._ready()
+    if name in ("AwaitingChild", "HandedOver"):
+        h.pending = h.machine.restart()  # type: ignore[attr-defined]
+    if name == "HandedOver":
+        h.machine._childReady(ReadyMessage(4243, {}))
+    if name == "Stopping":
+        h.machine.stop()
+    assert h.state() == name, (h.state(), name)
+    return h
+
+
+def feed(h: Harness, input: str) -> Any:
+    args: dict[str, tuple[Any, ...]] = {
+        "_childReady": (ReadyMessage(4243, {"generation": 2}),),
+        "_childFailed": (Failure(ChildExitedEarly("exit status 1")),),
+    }
+    method: Callable[..., Any] = getattr(h.machine, input)
+    return method(*args.get(input, ()))
+
+
+class TransitionTableTests(SynchronousTestCase):
+    def test_leftOutPairsRefused(self) -> None:
+        """
+        Each pair deliberately left out raises L{NoTransition}.
+        """
+        for state, input in sorted(LEFT_OUT):
+            h = inState(state)
+            getattr(h, "pending", succeed(None)).addErrback(lambda f: None)
+            with self.assertRaises(NoTransition, msg=f"{state} upon {input}"):
+                feed(h, input)
+
+    def test_everyOtherPairHandled(self) -> None:
+        """
+        Every pair not left out is declared (behaviour is tested below).
+        """
+        for state in STATES:
+            for input in INPUTS:
+                if (state, input) in LEFT_OUT:
+                    continue
+                h = inState(state)
+                getattr(h, "pending", succeed(None)).addErrback(lambda f: None)
+                result = feed(h, input)
+                if hasattr(result, "addErrback"):
+                    result.addErrback(lambda f: None)
+
+
+class StartingTests(SynchronousTestCase):
+    def test_readyBesideParent(self) -> None:
+        h = inState("StartingBesideParent")
+        h.machine._ready()
+        self.assertEqual(h.state(), "ServingBesideParent")
+
+    def test_parentGoneWhileStarting(self) -> None:
+        h = inState("StartingBesideParent")
+        h.machine._parentGone()
+        self.assertEqual(h.state(), "Starting")
+        h.machine._parentGone()
+        self.assertEqual(h.state(), "Starting")
+        h.machine._ready()
+        self.assertEqual(h.state(), "Serving")
+
+    def test_restartWhileStarting(self) -> None:
+        """
+        A restart signal that reaches a process still starting is refused,
+        and does not harm it.
+        """
+        for state in ("StartingBesideParent", "Starting"):
+            h = inState(state)
+            failure = self.failureResultOf(h.machine.restart(), NotReadyToRestart)
+            self.assertIn("still starting", str(failure.value))
+            self.assertEqual(h.state(), state)
+            self.assertEqual(h.children, [])
+
+    def test_stopWhileStarting(self) -> None:
+        for state in ("StartingBesideParent", "Starting", "ServingBesideParent", "Serving"):
+            h = inState(state)
+            h.machine.stop()
+            self.assertEqual(h.state(), "Stopping")
+
+
+class ServingTests(SynchronousTestCase):
+    def test_restartBesideDrainingParent(self) -> None:
+        """
+        A process whose predecessor still drains refuses to restart: there
+        would be three processes.
+        """
+        h = inState("ServingBesideParent")
+        failure = self.failureResultOf(h.machine.restart(), NotReadyToRestart)
+        self.assertIn("still draining", str(failure.value))
+        h.machine._parentGone()
+        self.assertEqual(h.state(), "Serving")
+        h.machine._parentGone()
+        self.assertEqual(h.state(), "Serving")
+
+    def test_restartSpawns(self) -> None:
+        h = inState("Serving")
+        d = h.machine.restart()
+        self.assertNoResult(d)
+        self.assertEqual(len(h.children), 1)
+        self.assertEqual(h.state(), "AwaitingChild")
+
+
+class AwaitingChildTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.h = inState("AwaitingChild")
+
+    def test_childReadyHandsOver(self) -> None:
+        """
+        When the successor is ready, the machine hands over and the restart
+        fires with the successor's pid and the time it took.
+        """
+        self.h.clock.advance(0.25)
+        self.h.machine._childReady(ReadyMessage(4243, {"generation": 2}))
+        outcome = self.successResultOf(self.h.pending)  # type: ignore[attr-defined]
+        self.assertEqual((outcome.pid, outcome.elapsed, outcome.fields), (4243, 0.25, {"generation": 2}))
+        self.assertEqual(self.h.handedOver, self.h.children)
+        self.assertEqual(self.h.state(), "HandedOver")
+
+    def test_childFailedKeepsServing(self) -> None:
+        """
+        A successor that fails leaves this process serving, and a later
+        restart can try again.
+        """
+        self.h.machine._childFailed(Failure(ChildExitedEarly("exit status 1")))
+        self.failureResultOf(self.h.pending, ChildExitedEarly)  # type: ignore[attr-defined]
+        self.assertEqual(self.h.state(), "Serving")
+        self.assertEqual(self.h.handedOver, [])
+        self.h.machine.restart()
+        self.assertEqual(len(self.h.children), 2)
+
+    def test_secondRestartRefused(self) -> None:
+        """
+        A restart during a restart is refused and leaves the first alone.
+        """
+        failure = self.failureResultOf(self.h.machine.restart(), RestartInProgress)
+        self.assertIn("4242", str(failure.value))
+        self.assertEqual(len(self.h.children), 1)
+        self.assertEqual(self.h.children[0].terminated, 0)
+        self.assertNoResult(self.h.pending)  # type: ignore[attr-defined]
+
+    def test_stopTerminatesChild(self) -> None:
+        """
+        Stopping during a restart terminates the successor and fails the
+        restart.
+        """
+        self.h.machine.stop()
+        self.assertEqual(self.h.children[0].terminated, 1)
+        self.failureResultOf(self.h.pending, NotReadyToRestart)  # type: ignore[attr-defined]
+        self.assertEqual(self.h.state(), "Stopping")
+
+    def test_ignoredInputs(self) -> None:
+        self.h.machine._parentGone()
+        self.h.machine._ready()
+        self.assertEqual(self.h.state(), "AwaitingChild")
+
+
+class AfterHandOverTests(SynchronousTestCase):
+    def test_handedOverRefusesRestart(self) -> None:
+        h = inState("HandedOver")
+        self.failureResultOf(h.machine.restart(), NotReadyToRestart)
+        h.machine.stop()
+        h.machine._parentGone()
+        h.machine._childFailed(Failure(ChildExitedEarly("late")))
+        self.assertEqual(h.state(), "HandedOver")
+
+    def test_stoppingIgnoresLateNews(self) -> None:
+        h = inState("Stopping")
+        self.failureResultOf(h.machine.restart(), NotReadyToRestart)
+        h.machine._childReady(ReadyMessage(1, {}))
+        h.machine._childFailed(Failure(ChildExitedEarly("late")))
+        h.machine._ready()
+        h.machine._parentGone()
+        h.machine.stop()
+        self.assertEqual(h.state(), "Stopping")
