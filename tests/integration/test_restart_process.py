@@ -1,0 +1,300 @@
+"""
+Zero-downtime restarts of real processes under a client loop, and the
+failures a broken release can bring.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+
+from ._client import freshPool, portOf
+from ._load import LoadLoop
+from ._server import ROOT, TWISTD, Event, ServerProcess
+
+TAC = str(ROOT / "tests" / "integration" / "restartable.tac")
+
+
+class Cluster:
+    """
+    A restartable server started from the test's C{.tac}, and every pid it
+    has had, so teardown can end them all.
+    """
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.pids: set[int] = set()
+        self.server: ServerProcess | None = None
+
+    def setMode(self, mode: str) -> None:
+        (self.tmp_path / "mode").write_text(mode)
+
+    def setPorts(self, *ports: str) -> None:
+        (self.tmp_path / "ports").write_text("\n".join(ports))
+
+    def start(self, **env: str) -> ServerProcess:
+        environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **env)
+        server = ServerProcess(self.tmp_path / "twistd.log")
+        argv = [TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "-y", TAC]
+        reactor.spawnProcess(server, TWISTD, argv, env=environ, path=str(self.tmp_path))  # type: ignore[attr-defined]
+        self.server = server
+        return server
+
+    async def ready(self, generation: int, timeout: float = 20) -> Event:
+        assert self.server is not None
+        event = await self.server.waitForPhase("ready", timeout=timeout, generation=generation)
+        self.pids.add(event["pid"])
+        return event
+
+    def pidFile(self) -> int:
+        return int((self.tmp_path / "app.pid").read_text())
+
+    def kill(self) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Any:
+    c = Cluster(tmp_path)
+    c.setMode("ok")
+    yield c
+    c.kill()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+async def waitUntilGone(pid: int, timeout: float = 10.0) -> None:
+    """
+    Wait for C{pid} to be gone (or a zombie): its lifeline closes as it
+    exits, a moment before the kernel is done with it.
+    """
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while alive(pid):
+        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
+            raise AssertionError(f"pid {pid} is still alive {timeout} s after its successor saw it exit")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+def zombieChildren(pid: int) -> list[int]:
+    zombies = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] == "Z" and int(fields[1]) == pid:
+            zombies.append(int(entry.name))
+    return zombies
+
+
+def listeningSockets(pid: int) -> int:
+    """
+    How many listening TCP sockets process C{pid} holds.
+    """
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    listening = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A":  # LISTEN
+                listening.add(fields[9])
+    return len(inodes & listening)
+
+
+@pytest_twisted.ensureDeferred
+async def test_fiveRestartsUnderLoad(cluster: Cluster) -> None:
+    """
+    Across five restarts, with requests looping on kept-alive connections
+    and on a new connection per request: no request fails, the slow request
+    in flight at the first signal gets 200 from the old pid, later responses
+    come from the new pid, each old pid is gone after its drain, the pid file
+    follows, and no process leaks a zombie or a listening socket.
+    """
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    port = portOf(ready)
+    url = f"http://127.0.0.1:{port}/"
+    loops = [LoadLoop(url, keepAlive=True), LoadLoop(url, keepAlive=False)]
+    for loop in loops:
+        loop.start()
+    current = ready["pid"]
+    slow = None
+    try:
+        for generation in range(2, 7):
+            if generation == 2:
+                slow = treq.get(f"{url}slow?seconds=1", pool=freshPool())
+                await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+            os.kill(current, signal.SIGUSR2)
+            successor = await cluster.ready(generation)
+            await server.waitFor(
+                f"generation {generation} to see its predecessor exit",
+                lambda e, pid=successor["pid"]: e.get("phase") == "parent-gone" and e.get("pid") == pid,
+            )
+            await waitUntilGone(current)
+            assert cluster.pidFile() == successor["pid"]
+            current = successor["pid"]
+        assert slow is not None
+        response = await slow
+        assert response.code == 200
+        body = await response.content()
+        assert body.endswith(f"from pid {ready['pid']} after 1 s\n".encode())
+    finally:
+        for loop in loops:
+            await loop.stop()
+    for loop in loops:
+        assert loop.failures == [], loop.failures[:5]
+        assert len(loop.responses) > 50
+        assert loop.pids()[-1] == current
+    assert zombieChildren(current) == []
+    assert listeningSockets(current) == 1
+    os.kill(current, signal.SIGTERM)
+    await server.waitFor("the last generation to stop", lambda e: e.get("phase") == "stopped" and e.get("pid") == current)
+    await server.waitForExit()
+    assert not (cluster.tmp_path / "app.pid").exists()
+
+
+@pytest.mark.parametrize(
+    "mode, expected",
+    [
+        ("import-error", "exit status 1"),
+        ("start-error", "exit status 1"),
+        ("exit-after-adopt", "exit status 3"),
+    ],
+)
+@pytest_twisted.ensureDeferred
+async def test_brokenSuccessor(cluster: Cluster, mode: str, expected: str) -> None:
+    """
+    A successor that cannot start leaves the old process serving, which
+    logs why; a later restart with a fixed release works.
+    """
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    loop = LoadLoop(url, keepAlive=True)
+    loop.start()
+    try:
+        cluster.setMode(mode)
+        os.kill(ready["pid"], signal.SIGUSR2)
+        failed = await server.waitForPhase("restart-failed")
+        assert failed["error"] == "ChildExitedEarly"
+        assert expected in failed["reason"]
+        assert cluster.pidFile() == ready["pid"]
+        response = await treq.get(url, pool=freshPool())
+        assert (await response.content()).decode() == str(ready["pid"])
+        cluster.setMode("ok")
+        os.kill(ready["pid"], signal.SIGUSR2)
+        successor = await cluster.ready(2)
+        await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
+        assert cluster.pidFile() == successor["pid"]
+    finally:
+        await loop.stop()
+    assert loop.failures == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_hungSuccessorKilledAtDeadline(cluster: Cluster) -> None:
+    """
+    A successor that never gets ready, and ignores SIGTERM, is killed after
+    the ready deadline; the old process keeps serving.
+    """
+    server = cluster.start(READY_TIMEOUT="1")
+    ready = await cluster.ready(1)
+    cluster.setMode("hang")
+    os.kill(ready["pid"], signal.SIGUSR2)
+    hung = await server.waitFor(
+        "the successor to hang", lambda e: e.get("testEvent") == "fault-start" and e["pid"] != ready["pid"]
+    )
+    cluster.pids.add(hung["pid"])
+    failed = await server.waitForPhase("restart-failed")
+    assert failed["error"] == "ChildReadyTimeout"
+    await server.waitForPhase("child-killed", timeout=15)
+    response = await treq.get(f"http://127.0.0.1:{portOf(ready)}/", pool=freshPool())
+    assert (await response.content()).decode() == str(ready["pid"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_secondSignalDuringUpgrade(cluster: Cluster) -> None:
+    """
+    A second SIGUSR2 during an upgrade is refused and logged, and the upgrade
+    in progress completes.  A SIGUSR2 sent to the successor while it starts
+    does not kill it.
+    """
+    server = cluster.start(SLOW_START="2")
+    ready = await cluster.ready(1)
+    cluster.setMode("slow-start")
+    os.kill(ready["pid"], signal.SIGUSR2)
+    starting = await server.waitFor(
+        "the successor to start", lambda e: e.get("testEvent") == "fault-start" and e["pid"] != ready["pid"]
+    )
+    cluster.pids.add(starting["pid"])
+    os.kill(ready["pid"], signal.SIGUSR2)
+    refused = await server.waitForPhase("restart-refused")
+    assert "already in progress" in refused["reason"]
+    os.kill(starting["pid"], signal.SIGUSR2)
+    successor = await cluster.ready(2)
+    assert successor["pid"] == starting["pid"]
+    await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
+    assert cluster.pidFile() == successor["pid"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_releaseChangesPorts(cluster: Cluster, tmp_path: Path) -> None:
+    """
+    A release that removes one port and adds another keeps the shared one,
+    binds the new one and closes the one it no longer serves.
+    """
+    import socket
+
+    def freePort() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+
+    keep, drop, add = freePort(), freePort(), freePort()
+    spec = "tcp:{}:interface=127.0.0.1".format
+    cluster.setPorts(spec(keep), spec(drop))
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    cluster.setPorts(spec(keep), spec(add))
+    os.kill(ready["pid"], signal.SIGUSR2)
+    successor = await cluster.ready(2)
+    await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
+    assert sorted(successor["endpoints"]) == sorted([spec(keep), spec(add)])
+    for port in (keep, add):
+        response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool())
+        assert (await response.content()).decode() == str(successor["pid"])
+    with pytest.raises(Exception):
+        await treq.get(f"http://127.0.0.1:{drop}/", pool=freshPool())
+    assert listeningSockets(successor["pid"]) == 2
