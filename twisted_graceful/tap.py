@@ -18,6 +18,7 @@ from twisted.python import usage
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from . import _logfile
 from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
@@ -158,6 +159,8 @@ class Options(usage.Options):
         if parent is not None and parent.get("pidfile"):
             self["pidfile"] = os.path.abspath(parent["pidfile"])
             parent["pidfile"] = ""
+        if parent is not None:
+            _takeOverLog(parent)
         identities: dict[str, str] = {}
         for description in self["ports"]:
             identity = parseEndpoint(description).identity
@@ -178,6 +181,21 @@ class Options(usage.Options):
                 self["resource"] = DemoResource()
         except GracefulError as e:
             raise usage.UsageError(str(e)) from None
+
+
+def _takeOverLog(parent: Any) -> None:
+    """
+    Two generations write one log during a hand-over: replace twistd's log
+    observer by one that appends and marks each line with its pid, unless
+    the user chose a logger or syslog.
+    """
+    if parent.get("logger") or parent.get("syslog"):
+        return
+    path = parent.get("logfile") or (None if parent.get("nodaemon") else "twistd.log")
+    if path is not None and path != "-":
+        path = os.path.abspath(path)
+    _logfile.configure(path)
+    parent["logger"] = _logfile.OBSERVER
 
 
 def _wsgiResource(application: Any) -> IResource:

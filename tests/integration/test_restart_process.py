@@ -17,6 +17,7 @@ from twisted.internet import reactor
 
 from ._client import freshPool, portOf
 from ._load import LoadLoop
+from ._procs import listeningSockets, waitUntilGone, zombieChildren
 from ._server import ROOT, TWISTD, Event, ServerProcess
 
 TAC = str(ROOT / "tests" / "integration" / "restartable.tac")
@@ -70,67 +71,6 @@ def cluster(tmp_path: Path) -> Any:
     c.setMode("ok")
     yield c
     c.kill()
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-async def waitUntilGone(pid: int, timeout: float = 10.0) -> None:
-    """
-    Wait for C{pid} to be gone (or a zombie): its lifeline closes as it
-    exits, a moment before the kernel is done with it.
-    """
-    from twisted.internet.task import deferLater
-
-    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
-    while alive(pid):
-        if reactor.seconds() > deadline:  # type: ignore[attr-defined]
-            raise AssertionError(f"pid {pid} is still alive {timeout} s after its successor saw it exit")
-        await deferLater(reactor, 0.01, lambda: None)
-
-
-def zombieChildren(pid: int) -> list[int]:
-    zombies = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            zombies.append(int(entry.name))
-    return zombies
-
-
-def listeningSockets(pid: int) -> int:
-    """
-    How many listening TCP sockets process C{pid} holds.
-    """
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
-    listening = set()
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A":  # LISTEN
-                listening.add(fields[9])
-    return len(inodes & listening)
 
 
 @pytest_twisted.ensureDeferred
