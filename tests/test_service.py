@@ -16,7 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from twisted_graceful import BadEndpoint, GracefulService, GracefulSiteService, ListenFailed
-from twisted_graceful._endpoint import ListenAddress
+from twisted_graceful._endpoint import ListenAddress, bindSocket
+from twisted_graceful._systemd import SystemdSocket
 
 from ._fakes import FakeReactor
 from ._http import HeldResource, RawClient, request
@@ -68,6 +69,11 @@ class Harness:
         test.patch(GracefulSiteService, "_bindSocket", staticmethod(self.binder))
         self.closed: list[int] = []
         test.patch(GracefulSiteService, "_closeFileno", staticmethod(self.closed.append))
+        test.patch(GracefulService, "_closeInherited", staticmethod(self.closed.append))
+        self.nonBlocking: list[int] = []
+        test.patch(GracefulSiteService, "_setNonBlocking", staticmethod(self.nonBlocking.append))
+        self.systemd: list[SystemdSocket] = []
+        test.patch(GracefulService, "_systemdSockets", staticmethod(lambda: self.systemd))
         self.service = GracefulService(reactor=self.reactor, handleSignals=False, environ={})
         self.resources: list[HeldResource] = []
         self.pumps: list[iosim.IOPump] = []
@@ -133,8 +139,47 @@ class GracefulSiteServiceTests(SynchronousTestCase):
         endpoint.inheritedFileno = 7
         self.h.service.startService()
         self.assertEqual(self.h.reactor.adoptedPorts[0][0], 7)
+        self.assertEqual(self.h.nonBlocking, [7])
         self.assertEqual(self.h.binder.bound, [])
         self.assertEqual(self.h.closed, [7])
+
+    def test_systemdSocketByAddress(self) -> None:
+        """
+        A socket systemd passed for an endpoint's address is used instead of
+        binding; one passed for no endpoint is closed once serving.
+        """
+        import socket as s
+
+        self.h.systemd = [
+            SystemdSocket(0, "web", 3, s.AF_INET6, "tcp6:8080:interface=::"),
+            SystemdSocket(1, "other", 4, s.AF_INET, "tcp:9999:interface=127.0.0.1"),
+        ]
+        self.h.addEndpoint("8080")
+        self.h.service.startService()
+        self.assertEqual(self.h.reactor.adoptedPorts[0][0], 3)
+        self.assertEqual(self.h.binder.bound, [])
+        self.h.reactor.running = True
+        self.h.service._reactorRunning()
+        self.assertEqual(self.h.closed, [3, 4])
+
+    def test_systemdSocketByName(self) -> None:
+        import socket as s
+
+        self.h.systemd = [SystemdSocket(0, "web", 5, s.AF_INET, "tcp:80:interface=0.0.0.0")]
+        self.h.addEndpoint("systemd:domain=INET:name=web")
+        self.h.service.startService()
+        self.assertEqual(self.h.reactor.adoptedPorts[0][0], 5)
+
+    def test_systemdSocketMissing(self) -> None:
+        """
+        A C{systemd:} endpoint with no such passed socket fails to listen,
+        saying what to check.
+        """
+        self.h.addEndpoint("systemd:domain=INET:name=web")
+        self.patch(GracefulSiteService, "_bindSocket", staticmethod(bindSocket))
+        with self.assertRaises(ListenFailed) as caught:
+            self.h.service.bind()
+        self.assertIn("systemd passed no socket name=web", str(caught.exception))
 
     def test_bindFailureClosesOthers(self) -> None:
         """

@@ -38,7 +38,8 @@ class ListenAddress:
     @ivar description: The description as the user wrote it.
     @ivar identity: The normalised address, the key of the socket when it is
         handed to a successor: C{tcp:8080:interface=127.0.0.1},
-        C{tcp6:8080:interface=::1}, C{unix:/run/app.sock}.  An C{ssl:}
+        C{tcp6:8080:interface=::1}, C{unix:/run/app.sock},
+        C{systemd:name=web}.  An C{ssl:}
         endpoint has the identity of the TCP socket under it, so its
         certificate can change across a restart.
     @ivar family: The socket's address family.
@@ -81,6 +82,8 @@ def parseEndpoint(description: str) -> ListenAddress:
     text = description.strip()
     if text.isdigit():
         text = f"tcp:{text}"
+    if text.startswith("systemd:"):
+        return _parseSystemd(description, text)
     recorder = MemoryReactor()
     try:
         endpoint = serverFromString(recorder, text)
@@ -113,6 +116,28 @@ def parseEndpoint(description: str) -> ListenAddress:
     )
 
 
+_FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}
+
+
+def _parseSystemd(description: str, text: str) -> ListenAddress:
+    """
+    C{systemd:domain=INET:name=web} (or C{index=0}): a socket passed by
+    systemd socket activation, known by its name or index, so that a
+    successor (to which systemd passed nothing) finds it among the sockets
+    it inherited.
+    """
+    fields = dict(part.partition("=")[::2] for part in text.split(":")[1:])
+    family = _FAMILIES.get(fields.pop("domain", ""))
+    name, index = fields.pop("name", None), fields.pop("index", None)
+    if family is None or (name is None) == (index is None) or fields or (index is not None and not index.isdigit()):
+        raise BadEndpoint(
+            f"Invalid endpoint description {description!r}: expected "
+            "systemd:domain=INET:name=NAME (or index=N; domain INET, INET6 or UNIX)."
+        )
+    identity = f"systemd:name={name}" if name is not None else f"systemd:index={int(index)}"  # type: ignore[arg-type]
+    return ListenAddress(description, identity, family, identity, 0)
+
+
 def _describe(e: Exception) -> str:
     text = str(e).strip() or type(e).__name__
     if isinstance(e, (OSError, ImportError)):
@@ -140,6 +165,12 @@ def bindSocket(address: ListenAddress) -> socket.socket:
 
     @raise ListenFailed: The socket cannot be bound.
     """
+    if address.identity.startswith("systemd:"):
+        raise ListenFailed(
+            f"Cannot listen on {address.description}: systemd passed no socket "
+            f"{address.identity.split(':', 1)[1]}. Check the socket unit's FileDescriptorName= "
+            "and that the service is started through its socket."
+        )
     sock = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         if address.family == socket.AF_UNIX:

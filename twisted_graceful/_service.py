@@ -31,6 +31,7 @@ from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._inherit import Inheritance, encodeHandover
 from ._parent import ParentProcess
 from ._pidfile import PidFile
+from ._systemd import systemdSockets
 from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
 from ._signals import Handler, SignalRouter
 
@@ -66,6 +67,7 @@ class GracefulSiteService(Service):
     _log = Logger()
     _bindSocket = staticmethod(bindSocket)
     _closeFileno = staticmethod(os.close)
+    _setNonBlocking = staticmethod(lambda fileno: os.set_blocking(fileno, False))
 
     def __init__(
         self,
@@ -169,6 +171,9 @@ class GracefulSiteService(Service):
         if self.inheritedFileno is not None:
             fileno, self.inheritedFileno = self.inheritedFileno, None
             try:
+                # The reactor would hang inside accept() on a blocking socket
+                # (systemd passes them blocking).
+                self._setNonBlocking(fileno)
                 self.port = adoptSocket(reactor, self.address, fileno, self.factory)
             finally:
                 self._closeFileno(fileno)
@@ -428,12 +433,41 @@ class GracefulService(MultiService):
                 self._unusedInherited.append(fileno)
                 continue
             endpoint.inheritedFileno = fileno
+        self._adoptSystemdSockets()
         self._parent = ParentProcess(self._clock, inheritance)
         self._restarter = coordinatorFor(
             RestartCore(self._clock, self._spawnSuccessor, self._handOver, inheritance.parentPID)
         )
         if self._pidFile is not None:
             self._pidFile.checkStart(allowed=inheritance.parentPID)
+
+    def _adoptSystemdSockets(self) -> None:
+        """
+        Give each endpoint still without a socket the one systemd passed for
+        its address or name, if any; close the others.
+        """
+        waiting = [e for e in self.endpoints() if e.inheritedFileno is None and e.port is None]
+        for passed in self._systemdSockets():
+            endpoint = next((e for e in waiting if passed.matches(e.identity)), None)
+            if endpoint is None:
+                self._log.warn(
+                    "systemd passed {identity} (name {name}), which no endpoint serves: closing it",
+                    identity=passed.identity,
+                    name=passed.name,
+                    phase="inherit-ignored",
+                )
+                self._unusedInherited.append(passed.fileno)
+                continue
+            waiting.remove(endpoint)
+            endpoint.inheritedFileno = passed.fileno
+            self._log.info(
+                "Using the socket systemd passed for {endpoint}",
+                endpoint=endpoint.address.description,
+                identity=passed.identity,
+                name=passed.name,
+            )
+
+    _systemdSockets = staticmethod(systemdSockets)
 
     def privilegedStartService(self) -> None:
         self._inherit()

@@ -48,7 +48,7 @@ class LoadLoop:
                 self.failures.append("the loop ran out of time")
                 return
             try:
-                response = await treq.get(self.url, pool=self._pool)
+                response = await treq.get(self.url, pool=self._pool, timeout=10)
                 body = await response.content()
             except Exception as e:
                 self.failures.append(f"{type(e).__name__}: {e}")

@@ -46,7 +46,7 @@ async def test_slowRequestCompletesAndNewConnectionsRefused(servers: list[Server
     """
     server, port = await start(servers, tmp_path)
     pool = freshPool()
-    slow = treq.get(f"http://127.0.0.1:{port}/slow?seconds=1", pool=pool)
+    slow = treq.get(f"http://127.0.0.1:{port}/slow?seconds=1", pool=pool, timeout=10)
     await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
     server.signal(signal.SIGTERM)
     await server.waitForPhase("drain-started")
@@ -122,7 +122,7 @@ async def test_secondSignalStopsAtOnce(servers: list[ServerProcess], tmp_path: P
     A second SIGTERM during a long drain stops the process at once.
     """
     server, port = await start(servers, tmp_path)
-    slow = treq.get(f"http://127.0.0.1:{port}/slow?seconds=60", pool=freshPool())
+    slow = treq.get(f"http://127.0.0.1:{port}/slow?seconds=60", pool=freshPool(), timeout=10)
     slow.addErrback(lambda f: None)
     await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
     server.signal(signal.SIGTERM)

@@ -94,7 +94,7 @@ async def test_fiveRestartsUnderLoad(cluster: Cluster) -> None:
     try:
         for generation in range(2, 7):
             if generation == 2:
-                slow = treq.get(f"{url}slow?seconds=1", pool=freshPool())
+                slow = treq.get(f"{url}slow?seconds=1", pool=freshPool(), timeout=10)
                 await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
             os.kill(current, signal.SIGUSR2)
             successor = await cluster.ready(generation)
@@ -151,7 +151,7 @@ async def test_brokenSuccessor(cluster: Cluster, mode: str, expected: str) -> No
         assert failed["error"] == "ChildExitedEarly"
         assert expected in failed["reason"]
         assert cluster.pidFile() == ready["pid"]
-        response = await treq.get(url, pool=freshPool())
+        response = await treq.get(url, pool=freshPool(), timeout=10)
         assert (await response.content()).decode() == str(ready["pid"])
         cluster.setMode("ok")
         os.kill(ready["pid"], signal.SIGUSR2)
@@ -180,7 +180,7 @@ async def test_hungSuccessorKilledAtDeadline(cluster: Cluster) -> None:
     failed = await server.waitForPhase("restart-failed")
     assert failed["error"] == "ChildReadyTimeout"
     await server.waitForPhase("child-killed", timeout=15)
-    response = await treq.get(f"http://127.0.0.1:{portOf(ready)}/", pool=freshPool())
+    response = await treq.get(f"http://127.0.0.1:{portOf(ready)}/", pool=freshPool(), timeout=10)
     assert (await response.content()).decode() == str(ready["pid"])
 
 
@@ -233,8 +233,8 @@ async def test_releaseChangesPorts(cluster: Cluster, tmp_path: Path) -> None:
     await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
     assert sorted(successor["endpoints"]) == sorted([spec(keep), spec(add)])
     for port in (keep, add):
-        response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool())
+        response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
         assert (await response.content()).decode() == str(successor["pid"])
     with pytest.raises(Exception):
-        await treq.get(f"http://127.0.0.1:{drop}/", pool=freshPool())
+        await treq.get(f"http://127.0.0.1:{drop}/", pool=freshPool(), timeout=10)
     assert listeningSockets(successor["pid"]) == 2

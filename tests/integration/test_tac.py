@@ -32,7 +32,7 @@ async def test_tacFile(tmp_path: Path) -> None:
         ready = await server.waitForPhase("ready")
         addresses = list(ready["endpoints"].values())
         assert len(addresses) == 2
-        response = await treq.get(f"http://{addresses[0]}/", pool=freshPool())
+        response = await treq.get(f"http://{addresses[0]}/", pool=freshPool(), timeout=10)
         assert await response.content() == b"hello from a .tac\n"
         server.signal(signal.SIGTERM)
         await server.waitForExit()

@@ -1,0 +1,99 @@
+"""
+systemd socket activation, with real inherited descriptors, and distrust of
+inherited-socket variables not meant for the process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+
+from ._client import freshPool
+from ._procs import waitUntilGone
+from ._server import ROOT, TWISTD, ServerProcess
+
+LAUNCHER = str(Path(__file__).with_name("systemd_launcher.py"))
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def launch(tmp_path: Path, port: int, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
+    server = ServerProcess(tmp_path / "twistd.log")
+    argv = [sys.executable, LAUNCHER, "web", "127.0.0.1", str(port),
+            TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+            "--app", "tests.integration.app.root", *args]
+    reactor.spawnProcess(server, sys.executable, argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
+    return server
+
+
+@pytest.mark.parametrize("how", ["by-name", "by-address"])
+@pytest_twisted.ensureDeferred
+async def test_socketActivationAndRestart(tmp_path: Path, how: str) -> None:
+    """
+    The socket systemd passed is served (named with C{systemd:...name=web},
+    or matched by its address), and survives restarts.
+    """
+    port = freePort()
+    spec = "systemd:domain=INET:name=web" if how == "by-name" else f"tcp:{port}:interface=127.0.0.1"
+    server = launch(tmp_path, port, "--port", spec)
+    pids: list[int] = []
+    try:
+        ready = await server.waitForPhase("ready", generation=1)
+        pids.append(ready["pid"])
+        listening = [e for e in server.events if e.get("how") == "inherited"]
+        assert len(listening) == 1, "the systemd socket was not adopted"
+        response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+        assert (await response.content()).decode() == str(ready["pid"])
+        for generation in (2, 3):
+            os.kill(pids[-1], signal.SIGUSR2)
+            successor = await server.waitForPhase("ready", generation=generation)
+            pids.append(successor["pid"])
+            await waitUntilGone(pids[-2])
+            response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+            assert (await response.content()).decode() == str(successor["pid"])
+    finally:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_garbageInheritanceIgnored(tmp_path: Path) -> None:
+    """
+    Inherited-socket variables naming another parent, or holding garbage,
+    are ignored with a warning, and the server starts on its own sockets.
+    """
+    env = {
+        "TWISTED_GRACEFUL_SOCKETS": "{not json",
+        "TWISTED_GRACEFUL_PARENT_PID": "1",
+        "TWISTED_GRACEFUL_READY_FD": "-7",
+        "LISTEN_PID": "1",
+    }
+    environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **env)
+    server = ServerProcess(tmp_path / "twistd.log")
+    argv = [TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+            "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root"]
+    reactor.spawnProcess(server, TWISTD, argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
+    try:
+        ready = await server.waitForPhase("ready")
+        assert any(e.get("phase") == "inherit-ignored" for e in server.events)
+        address = next(iter(ready["endpoints"].values()))
+        response = await treq.get(f"http://{address}/", pool=freshPool(), timeout=10)
+        assert response.code == 200
+    finally:
+        server.signal(signal.SIGKILL)
