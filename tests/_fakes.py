@@ -73,3 +73,13 @@ class FakeReactor(MemoryReactorClock):
         port.startListening()
         self.ports.append(port)
         return port
+
+
+def patchStatic(test: Any, cls: type, name: str, replacement: Any) -> None:
+    """
+    Replace the static method C{cls.name} for one test.  (C{test.patch}
+    would restore the plain function, which then binds as a method.)
+    """
+    original = vars(cls)[name]
+    setattr(cls, name, staticmethod(replacement))
+    test.addCleanup(setattr, cls, name, original)

@@ -19,7 +19,7 @@ from twisted_graceful import BadEndpoint, GracefulService, GracefulSiteService, 
 from twisted_graceful._endpoint import ListenAddress, bindSocket
 from twisted_graceful._systemd import SystemdSocket
 
-from ._fakes import FakeReactor
+from ._fakes import FakeReactor, patchStatic
 from ._http import HeldResource, RawClient, request
 
 SHUTDOWN_TIMEOUT = 5.0
@@ -66,14 +66,14 @@ class Harness:
     def __init__(self, test: SynchronousTestCase) -> None:
         self.reactor = FakeReactor()
         self.binder = FakeBinder()
-        test.patch(GracefulSiteService, "_bindSocket", staticmethod(self.binder))
+        patchStatic(test, GracefulSiteService, "_bindSocket", self.binder)
         self.closed: list[int] = []
-        test.patch(GracefulSiteService, "_closeFileno", staticmethod(self.closed.append))
-        test.patch(GracefulService, "_closeInherited", staticmethod(self.closed.append))
+        patchStatic(test, GracefulSiteService, "_closeFileno", self.closed.append)
+        patchStatic(test, GracefulService, "_closeInherited", self.closed.append)
         self.nonBlocking: list[int] = []
-        test.patch(GracefulSiteService, "_setNonBlocking", staticmethod(self.nonBlocking.append))
+        patchStatic(test, GracefulSiteService, "_setNonBlocking", self.nonBlocking.append)
         self.systemd: list[SystemdSocket] = []
-        test.patch(GracefulService, "_systemdSockets", staticmethod(lambda: self.systemd))
+        patchStatic(test, GracefulService, "_systemdSockets", lambda: self.systemd)
         self.service = GracefulService(reactor=self.reactor, handleSignals=False, environ={})
         self.resources: list[HeldResource] = []
         self.pumps: list[iosim.IOPump] = []
@@ -176,7 +176,7 @@ class GracefulSiteServiceTests(SynchronousTestCase):
         saying what to check.
         """
         self.h.addEndpoint("systemd:domain=INET:name=web")
-        self.patch(GracefulSiteService, "_bindSocket", staticmethod(bindSocket))
+        patchStatic(self, GracefulSiteService, "_bindSocket", bindSocket)
         with self.assertRaises(ListenFailed) as caught:
             self.h.service.bind()
         self.assertIn("systemd passed no socket name=web", str(caught.exception))

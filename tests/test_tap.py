@@ -11,6 +11,7 @@ from twisted_graceful import GracefulSiteService
 from twisted_graceful.demo import DemoResource
 from twisted_graceful.tap import Options, makeService
 
+from ._fakes import patchStatic
 from .test_service import FakeBinder
 
 
@@ -83,7 +84,7 @@ class OptionsTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.binder = FakeBinder()
-        self.patch(GracefulSiteService, "_bindSocket", staticmethod(self.binder))
+        patchStatic(self, GracefulSiteService, "_bindSocket", self.binder)
 
     def test_endpointPerPort(self) -> None:
         """
