@@ -41,6 +41,7 @@ class ServerProcess(ProcessProtocol):
         self.stderr = open(logPath, "wb")
         self.logPath = logPath
         self.pid: int | None = None
+        self.directExit: Exception | None = None
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -66,6 +67,12 @@ class ServerProcess(ProcessProtocol):
 
     def errReceived(self, data: bytes) -> None:
         self.stderr.write(data)
+
+    def processExited(self, reason: Failure) -> None:
+        """
+        The process the test started exited (its successors may run on).
+        """
+        self.directExit = reason.value
 
     def processEnded(self, reason: Failure) -> None:
         self.finished = True

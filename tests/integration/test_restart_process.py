@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.error import ProcessDone
 
 from ._client import freshPool, portOf
 from ._load import LoadLoop
@@ -103,6 +104,8 @@ async def test_fiveRestartsUnderLoad(cluster: Cluster) -> None:
                 lambda e, pid=successor["pid"]: e.get("phase") == "parent-gone" and e.get("pid") == pid,
             )
             await waitUntilGone(current)
+            if generation == 2:
+                assert isinstance(server.directExit, ProcessDone), f"the first process exited with {server.directExit}"
             assert cluster.pidFile() == successor["pid"]
             current = successor["pid"]
         assert slow is not None
