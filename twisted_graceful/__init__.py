@@ -16,6 +16,7 @@ from ._errors import (
     UnsupportedSite,
 )
 from ._hooks import HookOutcome
+from ._restart import RestartOutcome
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
 from ._endpoint import ListenAddress, parseEndpoint
 
@@ -37,6 +38,7 @@ __all__ = [
     "NotReadyToRestart",
     "PidFileError",
     "RestartInProgress",
+    "RestartOutcome",
     "UnsupportedSite",
     "isDraining",
     "parseEndpoint",

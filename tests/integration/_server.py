@@ -42,6 +42,7 @@ class ServerProcess(ProcessProtocol):
         self.logPath = logPath
         self.pid: int | None = None
         self.directExit: Exception | None = None
+        self._directExited: Deferred[Exception] = Deferred()
 
     def connectionMade(self) -> None:
         self.pid = self.transport.pid  # type: ignore[union-attr]
@@ -73,6 +74,15 @@ class ServerProcess(ProcessProtocol):
         The process the test started exited (its successors may run on).
         """
         self.directExit = reason.value
+        self._directExited.callback(reason.value)
+
+    def waitForDirectExit(self, timeout: float = DEFAULT_WAIT) -> Deferred[Exception]:
+        """
+        Fire with how the process the test started exited.
+        """
+        d: Deferred[Exception] = Deferred()
+        self._directExited.addCallback(lambda value: (d.callback(value), value)[1])
+        return withDeadline(d, timeout, f"twistd {self.pid} did not exit within {timeout} s; log: {self.logPath}")
 
     def processEnded(self, reason: Failure) -> None:
         self.finished = True

@@ -105,7 +105,8 @@ async def test_fiveRestartsUnderLoad(cluster: Cluster) -> None:
             )
             await waitUntilGone(current)
             if generation == 2:
-                assert isinstance(server.directExit, ProcessDone), f"the first process exited with {server.directExit}"
+                exited = await server.waitForDirectExit()
+                assert isinstance(exited, ProcessDone), f"the first process exited with {exited}"
             assert cluster.pidFile() == successor["pid"]
             current = successor["pid"]
         assert slow is not None
