@@ -12,10 +12,12 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any, Callable, Iterable, MutableMapping, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,10 +29,14 @@ from ._errors import BadEndpoint
 from ._endpoint import ListenAddress, adoptSocket, bindSocket, boundAddress, parseEndpoint
 from ._child import DEFAULT_READY_TIMEOUT, ChildProcess
 from ._errors import ChildExitedEarly, NotReadyToRestart
+from ._health import HealthResource
 from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._inherit import Inheritance, encodeHandover
 from ._parent import ParentProcess
+from ._notify import Notifier
 from ._pidfile import PidFile
+from ._report import Reporter
+from ._status import StatusFile, statusPathFor
 from ._systemd import systemdSockets
 from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
 from ._signals import Handler, SignalRouter
@@ -272,8 +278,10 @@ class GracefulService(MultiService):
         restartSignal: int | None = signal.SIGUSR2,
         readyTimeout: float = DEFAULT_READY_TIMEOUT,
         pidFile: str | None = None,
+        drainDelay: float = 0.0,
         environ: MutableMapping[str, str] | None = None,
         argv: Sequence[str] | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         """
         @param reactor: The reactor; the global one by default.
@@ -285,12 +293,18 @@ class GracefulService(MultiService):
             L{None} for none.
         @param readyTimeout: Seconds a successor has to report ready.
         @param pidFile: A pid file to keep naming the serving process across
-            restarts, or L{None}.
+            restarts, or L{None}.  A status file (C{PIDFILE.status}) goes
+            with it.
+        @param drainDelay: Seconds to keep serving everything after a stop
+            is requested, while L{healthResource} already answers 503, so a
+            load balancer stops sending traffic before the listener closes.
         @param environ: Where inherited sockets are announced (and removed
             once read); C{os.environ} by default.
         @param argv: The command that starts a successor;
             C{[sys.executable, *sys.orig_argv[1:]]} by default, so C{twistd},
             C{python -m twisted} and C{.tac} files come back the same way.
+        @param notifier: systemd's notify socket; from C{NOTIFY_SOCKET} by
+            default.
         """
         super().__init__()
         self._reactor = reactor
@@ -298,6 +312,13 @@ class GracefulService(MultiService):
         self._restartSignal = restartSignal
         self._readyTimeout = readyTimeout
         self._pidFile = PidFile(pidFile) if pidFile else None
+        self._drainDelay = drainDelay
+        self._delay: Deferred[None] | None = None
+        self._reporter = Reporter(
+            StatusFile(statusPathFor(pidFile)) if pidFile else None,
+            notifier if notifier is not None else Notifier(environ if environ is not None else os.environ),
+        )
+        self._started = time.time()
         self._environ = environ
         self._argv = list(argv) if argv is not None else None
         self.hooks = ShutdownHooks(self._clock)
@@ -311,6 +332,7 @@ class GracefulService(MultiService):
         self._handedOver = False
         self._servesAlone = False
         self._unusedInherited: list[int] = []
+        self._attempt = 0
 
     @property
     def generation(self) -> int:
@@ -512,6 +534,11 @@ class GracefulService(MultiService):
         if self._servesAlone or self._stopping is not None:
             return
         self._servesAlone = True
+        # The status first: whenever the pid file names this process, the
+        # status file does too.
+        self._reporter.serving(
+            self.generation, {e.address.description: e.listeningAddress() for e in self.endpoints()}, self._started
+        )
         if self._pidFile is not None:
             self._pidFile.write(os.getpid())
         if self.inheritance is not None and self.inheritance.parentPID is not None:
@@ -549,7 +576,30 @@ class GracefulService(MultiService):
         """
         if self._restarter is None:
             return fail(NotReadyToRestart("the service has not started"))
-        return self._restarter.restart()
+        attempt = self._reporter.restartRequested()
+        self._attempt = attempt
+        result = self._restarter.restart()
+        if result.called:
+            return result.addErrback(self._reportRefused, attempt)
+        self._reporter.upgrading(attempt)
+        return result.addErrback(self._reportFailed, attempt)
+
+    def _reportRefused(self, failure: Failure, attempt: int) -> Failure:
+        self._reporter.refused(attempt, failure.getErrorMessage())
+        return failure
+
+    def _reportFailed(self, failure: Failure, attempt: int) -> Failure:
+        if not self._handedOver and self._stopping is None:
+            self._reporter.upgradeFailed(attempt, failure.getErrorMessage())
+        return failure
+
+    def healthResource(self) -> HealthResource:
+        """
+        A resource answering 200 while this process serves and 503 once it
+        has started to stop, for a load balancer's or Kubernetes' readiness
+        check.
+        """
+        return HealthResource(lambda: self._stopping is not None)
 
     def _restartSignalReceived(self, signum: int) -> None:
         self._log.info("Received {signal}: restarting", signal=signal.Signals(signum).name, phase="restart-signal")
@@ -599,6 +649,8 @@ class GracefulService(MultiService):
         self._handedOver = True
         for endpoint in self.endpoints():
             endpoint.stopAccepting(handOver=True)
+        assert child.servingPID is not None
+        self._reporter.handedOver(self._attempt, child.servingPID)
         child.handOver()
         self._log.info(
             "Handed over to pid {childPID}: draining",
@@ -631,6 +683,8 @@ class GracefulService(MultiService):
         """
         Abort every connection and cancel the shutdown hooks still to run.
         """
+        if self._delay is not None:
+            self._delay.cancel()
         for endpoint in self.endpoints():
             endpoint.cutShort()
         self.hooks.cutShort()
@@ -654,6 +708,20 @@ class GracefulService(MultiService):
     async def _stop(self) -> None:
         started = self._clock.seconds()
         endpoints = self.endpoints()
+        if not self._handedOver:
+            self._reporter.draining(self._drainDelay)
+            if self._drainDelay > 0:
+                self._log.info(
+                    "Stop requested: the health check answers 503; serving for {delay} s more",
+                    delay=self._drainDelay,
+                    phase="drain-delay",
+                )
+                self._delay = deferLater(self._clock, self._drainDelay, lambda: None)
+                try:
+                    await self._delay
+                except CancelledError:
+                    pass
+                self._delay = None
         self._log.info(
             "Stopping: draining {count} endpoints",
             count=len(endpoints),
@@ -670,8 +738,10 @@ class GracefulService(MultiService):
         self.drainResults = [r for ok, r in results if ok]
         self.hookOutcomes = await self.hooks.run()
         await _stopOthers(self, endpoints)
-        if self._pidFile is not None and not self._handedOver:
-            self._pidFile.removeIfNames(os.getpid())
+        if not self._handedOver:
+            self._reporter.stopped(self.drainResults)
+            if self._pidFile is not None:
+                self._pidFile.removeIfNames(os.getpid())
         self._log.info(
             "Stopped in {elapsed:.3f} s: {completed} requests completed, {aborted} cut",
             elapsed=self._clock.seconds() - started,

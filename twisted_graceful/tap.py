@@ -22,6 +22,7 @@ from . import _logfile
 from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
+from ._health import HealthSite
 from ._errors import GracefulError
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
@@ -88,6 +89,12 @@ class Options(usage.Options):
         ["restart-signal", None, "USR2",
          "The signal that restarts the server with no downtime (a name such as USR2 or HUP), "
          "or 'none'.", _restartSignal],
+        ["health", None, None,
+         "Answer this path (such as /healthz) with 200 while serving and 503 once a stop has "
+         "begun, for load balancers and Kubernetes readiness probes."],
+        ["drain-delay", None, 0.0,
+         "Seconds to keep serving everything after SIGTERM while --health already answers 503, "
+         "before the listeners close.", _positiveFloat("--drain-delay")],
         ["access-log", None, None, "Write the access log (combined format) to this file, in append "
          "mode. By default access lines go to the twistd log."],
     ]
@@ -148,6 +155,10 @@ class Options(usage.Options):
             raise usage.UsageError("--access-log and --no-access-log cannot be used together.")
         if not self["ports"]:
             self["ports"] = [DEFAULT_PORT]
+        if self["health"] is not None and not self["health"].startswith("/"):
+            raise usage.UsageError(f"--health {self['health']!r}: give a path that starts with /, such as /healthz.")
+        if self["drain-delay"] and self["health"] is None:
+            raise usage.UsageError("--drain-delay only helps with --health: give both, such as --health /healthz.")
         if isinstance(self["restart-signal"], str):
             self["restart-signal"] = _restartSignal(self["restart-signal"])
         # twistd would refuse to start a successor (its pid file names the
@@ -205,8 +216,11 @@ def _wsgiResource(application: Any) -> IResource:
     return WSGIResource(reactor, reactor.getThreadPool(), application)  # type: ignore[attr-defined]
 
 
-def _makeSite(options: Options) -> Site:
-    site = Site(options["resource"])
+def _makeSite(options: Options, service: GracefulService) -> Site:
+    if options["health"] is not None:
+        site: Site = HealthSite(options["resource"], options["health"].encode(), service.healthResource())
+    else:
+        site = Site(options["resource"])
     if options["access-log"] is not None:
         site.logPath = options["access-log"]
     elif options["no-access-log"]:
@@ -225,11 +239,12 @@ def makeService(options: Options) -> GracefulService:
         restartSignal=options["restart-signal"],
         readyTimeout=options["ready-timeout"],
         pidFile=options["pidfile"],
+        drainDelay=options["drain-delay"],
     )
     for description in options["ports"]:
         service.addEndpoint(
             description,
-            _makeSite(options),
+            _makeSite(options, service),
             shutdownTimeout=options["shutdown-timeout"],
             idleGrace=options["idle-grace"],
         )

@@ -37,6 +37,6 @@ class Fault(service.Service):
 application = service.Application("restartable")
 web = GracefulService(readyTimeout=float(os.environ.get("READY_TIMEOUT", "20")), pidFile="app.pid")
 for port in ports:
-    web.addEndpoint(port, App(), shutdownTimeout=10)
+    web.addEndpoint(port, App(), shutdownTimeout=float(os.environ.get("SHUTDOWN_TIMEOUT", "10")))
 web.setServiceParent(application)
 Fault().setServiceParent(application)

@@ -1,0 +1,99 @@
+# -*- test-case-name: tests.test_report -*-
+"""
+L{Reporter}: tells operators what the process is doing, in the status file
+beside the pid file and to systemd's notify socket.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from attrs import define, field
+
+from ._drain import DrainResult
+from ._notify import Notifier
+from ._status import StatusFile
+
+
+@define
+class Reporter:
+    """
+    One report per lifecycle fact.
+
+    @ivar statusFile: The status file, or L{None} without a pid file.
+    @ivar notifier: systemd's notify socket (inert when not under systemd).
+    """
+
+    statusFile: StatusFile | None
+    notifier: Notifier
+    _attempts: int = field(default=0, init=False)
+
+    def _update(self, **changes: Any) -> None:
+        if self.statusFile is not None:
+            self.statusFile.update(**changes)
+
+    def serving(self, generation: int, endpoints: dict[str, str | None], started: float) -> None:
+        """
+        This process serves alone: at first start, or once its predecessor
+        stopped accepting.
+        """
+        pid = os.getpid()
+        self._update(
+            pid=pid,
+            generation=generation,
+            started=started,
+            endpoints=endpoints,
+            state="serving",
+            restartAttempts=0,
+            lastRestart=None,
+        )
+        self.notifier.ready(f"Serving as pid {pid}, generation {generation}")
+
+    def restartRequested(self) -> int:
+        """
+        @return: The number of this restart request.
+        """
+        self._attempts += 1
+        return self._attempts
+
+    def upgrading(self, attempt: int) -> None:
+        self._update(
+            state="upgrading",
+            restartAttempts=attempt,
+            lastRestart={"attempt": attempt, "outcome": "pending", "requested": time.time()},
+        )
+        self.notifier.reloading(f"Upgrading: starting a successor of pid {os.getpid()}")
+
+    def refused(self, attempt: int, reason: str) -> None:
+        self._update(restartAttempts=attempt, lastRestart={"attempt": attempt, "outcome": "refused", "reason": reason})
+
+    def upgradeFailed(self, attempt: int, reason: str) -> None:
+        self._update(
+            state="serving",
+            restartAttempts=attempt,
+            lastRestart={"attempt": attempt, "outcome": "failed", "reason": reason},
+        )
+        self.notifier.ready(f"Upgrade failed, still serving as pid {os.getpid()}: {reason}")
+
+    def handedOver(self, attempt: int, childPID: int) -> None:
+        self._update(
+            state="handed-over",
+            restartAttempts=attempt,
+            lastRestart={"attempt": attempt, "outcome": "ok", "pid": childPID},
+        )
+        self.notifier.mainPID(childPID, f"Handed over to pid {childPID}; pid {os.getpid()} drains")
+
+    def draining(self, delay: float) -> None:
+        self._update(state="draining", drainDelay=delay)
+        self.notifier.stopping(f"Draining pid {os.getpid()}")
+
+    def stopped(self, results: list[DrainResult]) -> None:
+        completed = sum(r.completed for r in results)
+        aborted = sum(r.abortedRequests for r in results)
+        self._update(
+            state="stopped",
+            drain={"completed": completed, "aborted": aborted, "clean": all(r.clean for r in results)},
+        )
+        self.notifier.status(f"Stopped: {completed} requests completed, {aborted} cut")
