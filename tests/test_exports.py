@@ -23,3 +23,13 @@ class ExportsTests(SynchronousTestCase):
             obj = getattr(twisted_graceful, name)
             if isinstance(obj, type) and issubclass(obj, Exception):
                 self.assertTrue(issubclass(obj, twisted_graceful.GracefulError), name)
+
+    def test_documented(self) -> None:
+        """
+        Every public name has an entry in the API reference.
+        """
+        from pathlib import Path
+
+        reference = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
+        missing = [name for name in twisted_graceful.__all__ if f"`{name}" not in reference]
+        self.assertEqual(missing, [])

@@ -58,3 +58,16 @@ def hookFails() -> None:
 
 async def hookLast() -> None:
     _log.info("hook last ran", testHook="last")
+
+
+def wsgiApp(environ: dict, start_response):  # type: ignore[no-untyped-def,type-arg]
+    """
+    A WSGI application: C{/slow} blocks its thread for a second.
+    """
+    import time
+
+    if environ["PATH_INFO"] == "/slow":
+        _log.info("wsgi slow request received", testEvent="wsgi-slow")
+        time.sleep(1)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [str(os.getpid()).encode()]
