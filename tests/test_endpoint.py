@@ -4,8 +4,10 @@ Tests for L{twisted_graceful._endpoint}.
 
 from __future__ import annotations
 
+import os
 import socket
 
+from hypothesis import given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful import BadEndpoint
@@ -87,3 +89,70 @@ class BindMessageTests(SynchronousTestCase):
 
         message = _bindMessage(parseEndpoint("80"), OSError(errno.EACCES, "denied"))
         self.assertIn("CAP_NET_BIND_SERVICE", message)
+
+
+class FastPathAgreesWithTwistedTests(SynchronousTestCase):
+    """
+    The start-up fast path for C{tcp:}, C{tcp6:} and C{unix:} gives exactly
+    what Twisted's own parser gives, for any description.
+    """
+
+    def viaTwisted(self, text: str) -> object:
+        from twisted.internet.endpoints import serverFromString
+        from twisted.internet.protocol import Factory
+        from twisted.internet.testing import MemoryReactor
+
+        recorder = MemoryReactor()
+        try:
+            serverFromString(recorder, text).listen(Factory())
+        except Exception:
+            return None
+        if recorder.tcpServers:
+            from twisted_graceful._endpoint import _inetFamily
+
+            port, _, backlog, interface = recorder.tcpServers[0]
+            return (port, backlog, _inetFamily(interface)[1])
+        address, _, backlog, mode, _ = recorder.unixServers[0]
+        return (address, backlog, mode)
+
+    def viaFastPath(self, text: str) -> object:
+        from twisted_graceful._endpoint import _parseCommon
+
+        address = _parseCommon(text, text)
+        if address is None:
+            return None
+        if address.family == socket.AF_UNIX:
+            return (address.address, address.backlog, address.unixMode)
+        return (address.address[1], address.backlog, address.address[0])
+
+    @settings(max_examples=300, deadline=None)
+    @given(
+        st.sampled_from(["tcp", "tcp6", "unix"]),
+        st.lists(
+            st.one_of(
+                st.from_regex(r"\A[0-9]{1,5}\Z"),
+                st.sampled_from(["interface=127.0.0.1", r"interface=\:\:1", "backlog=7", "port=80",
+                                 "mode=600", "lockfile=0", "address=a.sock", "bogus=1", "12x", r"a\:b", "", "=", "x=y=z"]),
+            ),
+            max_size=4,
+        ),
+    )
+    def test_agree(self, kind: str, parts: list[str]) -> None:
+        text = ":".join([kind, *parts])
+        twisted = self.viaTwisted(text)
+        fast = self.viaFastPath(text)
+        if fast is not None:
+            if kind == "unix" and isinstance(twisted, tuple):
+                twisted = (os.path.abspath(twisted[0]), twisted[1], twisted[2])
+        else:
+            self.assertIsNone(twisted, f"{text}: the fast path refused what Twisted accepts")
+            self.assertEqual(fast, twisted, text)
+
+    def test_interfaceAgrees(self) -> None:
+        from twisted_graceful._endpoint import _parseCommon
+
+        for text, host in [("tcp:80", "0.0.0.0"), ("tcp:80:interface=10.0.0.1", "10.0.0.1"), ("tcp6:80", "::"),
+                           (r"tcp6:80:interface=\:\:1", "::1"), ("tcp:80:127.0.0.1:7", "127.0.0.1")]:
+            address = _parseCommon(text, text)
+            assert address is not None
+            self.assertEqual(address.address[0], host, text)

@@ -20,10 +20,8 @@ import stat
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
 from twisted.internet.protocol import Factory
-from twisted.internet.testing import MemoryReactor
 
 from ._errors import BadEndpoint, ListenFailed
 
@@ -84,6 +82,14 @@ def parseEndpoint(description: str) -> ListenAddress:
         text = f"tcp:{text}"
     if text.startswith("systemd:"):
         return _parseSystemd(description, text)
+    fast = _parseCommon(description, text)
+    if fast is not None:
+        return fast
+    # Everything else, and every error message, from Twisted's own parser
+    # (imported only now: it brings the TLS stack, which costs start-up time).
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
     recorder = MemoryReactor()
     try:
         endpoint = serverFromString(recorder, text)
@@ -114,6 +120,96 @@ def parseEndpoint(description: str) -> ListenAddress:
         f"Cannot serve {description!r}: only sockets the library can bind and hand to a "
         f"successor are supported. Expected {_SUPPORTED}."
     )
+
+
+def _splitDescription(text: str) -> tuple[list[str], dict[str, str]]:
+    """
+    Split an endpoint description into positional and keyword arguments
+    exactly as Twisted's C{endpoints._parse} does: C{:} separates, the first
+    C{=} of a part makes it a keyword, a backslash escapes the next
+    character.
+    """
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    part: list[str] = []
+    current = ""
+    ops = ":="
+    characters = iter(text)
+    for character in characters:
+        if character in ops:
+            part.append(current)
+            current = ""
+            if character == ":":
+                if len(part) == 1:
+                    args.append(part[0])
+                else:
+                    kwargs[part[0]] = part[1]
+                part = []
+                ops = ":="
+            else:
+                ops = ":"
+        elif character == "\\":
+            current += next(characters)
+        else:
+            current += character
+    part.append(current)
+    if len(part) == 1:
+        args.append(part[0])
+    else:
+        kwargs[part[0]] = part[1]
+    return args, kwargs
+
+
+def _bindArguments(names: list[str], defaults: dict[str, str], args: list[str], kwargs: dict[str, str]) -> list[str]:
+    """
+    Bind arguments to parameter names as a Python call would.
+
+    @raise TypeError: Too many, unknown, repeated or missing arguments.
+    """
+    if len(args) > len(names) or set(kwargs) - set(names):
+        raise TypeError("unexpected arguments")
+    bound = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key in bound:
+            raise TypeError("repeated argument")
+        bound[key] = value
+    return [bound[name] if name in bound else defaults[name] for name in names]
+
+
+def _parseCommon(description: str, text: str) -> ListenAddress | None:
+    """
+    Parse C{tcp:}, C{tcp6:} and C{unix:} descriptions without importing
+    Twisted's endpoint parsers, with the same parameters and defaults
+    (C{tests/test_endpoint.py} checks both agree).  L{None} for anything
+    else, or anything wrong: Twisted's parser then says what.
+    """
+    try:
+        args, kwargs = _splitDescription(text)
+        kind, rest = args[0], args[1:]
+        if kind == "tcp":
+            port, interface, backlog = _bindArguments(
+                ["port", "interface", "backlog"], {"interface": "", "backlog": "50"}, rest, kwargs
+            )
+            family, host = _inetFamily(interface)
+            number = int(port)
+            return ListenAddress(description, _inetIdentity(family, host, number), family, (host, number), int(backlog))
+        if kind == "tcp6":
+            port, backlog, interface = _bindArguments(
+                ["port", "backlog", "interface"], {"backlog": "50", "interface": "::"}, rest, kwargs
+            )
+            family, host = _inetFamily(interface)
+            number = int(port)
+            return ListenAddress(description, _inetIdentity(family, host, number), family, (host, number), int(backlog))
+        if kind == "unix":
+            address, mode, backlog, lockfile = _bindArguments(
+                ["address", "mode", "backlog", "lockfile"], {"mode": "666", "backlog": "50", "lockfile": "1"}, rest, kwargs
+            )
+            int(lockfile)
+            path = os.path.abspath(address)
+            return ListenAddress(description, f"unix:{path}", socket.AF_UNIX, path, int(backlog), unixMode=int(mode, 8))
+    except (TypeError, ValueError, IndexError, KeyError):
+        return None
+    return None
 
 
 _FAMILIES = {"INET": socket.AF_INET, "INET6": socket.AF_INET6, "UNIX": socket.AF_UNIX}

@@ -4,9 +4,10 @@ Sockets passed by systemd socket activation (C{LISTEN_FDS}, C{LISTEN_PID},
 C{LISTEN_FDNAMES}).
 
 Importing C{twisted.internet.endpoints} reads systemd's variables and
-removes C{LISTEN_FDS} and C{LISTEN_PID} from the environment, so the sockets
-are found through Twisted's own public C{systemd:} endpoint parser, not the
-variables.  Each socket is described by the address it is bound to, so that
+removes C{LISTEN_FDS} and C{LISTEN_PID} from the environment: when it has,
+the sockets are found through Twisted's own public C{systemd:} endpoint
+parser; when it has not (it is not loaded at start-up, to start faster),
+through L{twisted.python.systemd.ListenFDs}.  Each socket is described by the address it is bound to, so that
 C{--port 8080} uses a socket systemd bound to port 8080.
 """
 
@@ -14,11 +15,10 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from typing import Callable, Iterator, Mapping
 
 from attrs import frozen
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.testing import MemoryReactor
 
 from ._inherit import listeningFamily
 
@@ -83,9 +83,22 @@ def socketIdentity(fileno: int) -> str | None:
 
 
 def _passedDescriptors() -> Iterator[int]:
-    # The parser makes an AdoptedStreamServerEndpoint, whose public fileno
-    # is the passed descriptor.  It is not listened on: that would close the
-    # descriptor.
+    if "LISTEN_FDS" in os.environ:
+        # Twisted's endpoint parsers are not loaded yet (they would have
+        # consumed the variables): read them with Twisted's public reader,
+        # which checks LISTEN_PID, without paying for the endpoint module.
+        from twisted.python.systemd import ListenFDs
+
+        yield from ListenFDs.fromEnvironment().inheritedDescriptors()
+        return
+    if "twisted.internet.endpoints" not in sys.modules:
+        return
+    # The parsers consumed the variables: ask them.  The parser makes an
+    # AdoptedStreamServerEndpoint whose public fileno is the passed
+    # descriptor; it is not listened on, which would close the descriptor.
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
     for index in range(MAX_SOCKETS):
         try:
             endpoint = serverFromString(MemoryReactor(), f"systemd:domain=INET:index={index}")
