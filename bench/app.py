@@ -27,6 +27,10 @@ class Slow(Resource):
         from twisted.internet import reactor
         from twisted.web.server import NOT_DONE_YET
 
+        if request.path == b"/pid":
+            import os
+
+            return str(os.getpid()).encode()
         if request.path != b"/slow":
             return b"hello\n"
         seconds = float(request.args.get(b"seconds", [b"1"])[0])
