@@ -379,11 +379,11 @@ def runWorkload(kind: type[Server], workload: str, seconds: float, restarts: int
     }
 
 
-def baseline(kind: type[Server], seconds: float, workdir: Path) -> dict[str, Any]:
+def baseline(kind: type[Server], seconds: float, workdir: Path, close: bool) -> dict[str, Any]:
     workdir = freshDir(workdir)
     port = freePort()
     server = kind(port, workdir)
-    out, _ = wrk(port, seconds, close=False).communicate(timeout=seconds + 60)
+    out, _ = wrk(port, seconds, close=close).communicate(timeout=seconds + 60)
     server.stop()
     return parseWrk(out)
 
@@ -406,8 +406,9 @@ def main() -> None:
     rows = []
     for run in range(args.runs):
         for kind in chosen:
-            base = baseline(kind, args.seconds, workdir)
+            bases = {close: baseline(kind, args.seconds, workdir, close) for close in (False, True)}
             for workload in ("keepalive", "close", "slow"):
+                base = bases[workload == "close"]
                 row = runWorkload(kind, workload, args.seconds, args.restarts, workdir)
                 row["run"] = run + 1
                 row["p99_ms_without_restarts"] = base["p99_ms"]

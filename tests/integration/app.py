@@ -32,11 +32,20 @@ class App(Resource):
             request.setHeader(b"Content-Type", b"text/plain")
             request.write(b"this response never ends\n")
             return NOT_DONE_YET
+        if request.path == b"/big":
+            # Larger than any socket buffer: a client that never reads keeps
+            # this response unfinished.
+            request.setHeader(b"Content-Type", b"application/octet-stream")
+            return b"x" * (64 * 1024 * 1024)
         if request.path == b"/slow":
             _log.info("slow request received", testEvent="slow-received")
             return self._demo.render_GET(request)
         request.setHeader(b"X-Pid", str(os.getpid()).encode())
         return str(os.getpid()).encode()
+
+
+    def render_POST(self, request: Request) -> bytes:
+        return b"got " + str(len(request.content.read())).encode() + b" bytes"
 
 
 root = App

@@ -76,13 +76,16 @@ async def test_socketActivationAndRestart(tmp_path: Path, how: str) -> None:
 async def test_garbageInheritanceIgnored(tmp_path: Path) -> None:
     """
     Inherited-socket variables naming another parent, or holding garbage,
-    are ignored with a warning, and the server starts on its own sockets.
+    and systemd variables naming another process (LISTEN_PID), are ignored
+    with a warning, and the server starts on its own sockets.
     """
     env = {
         "TWISTED_GRACEFUL_SOCKETS": "{not json",
         "TWISTED_GRACEFUL_PARENT_PID": "1",
         "TWISTED_GRACEFUL_READY_FD": "-7",
         "LISTEN_PID": "1",
+        "LISTEN_FDS": "1",
+        "LISTEN_FDNAMES": "web",
     }
     environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **env)
     server = ServerProcess(tmp_path / "twistd.log")

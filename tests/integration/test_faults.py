@@ -1,0 +1,202 @@
+"""
+Fault injection: real servers under client loops, with the faults a
+deployment meets.  No request is lost but those a case cuts on purpose, and
+those are counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+
+from ._client import connectRaw, freshPool, portOf
+from ._load import LoadLoop
+from ._procs import alive, waitUntilGone, zombieChildren
+from ._server import startServer, stopServer
+from .test_restart_process import Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Any:
+    c = Cluster(tmp_path)
+    c.setMode("ok")
+    yield c
+    c.kill()
+
+
+def freePort() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def footprint(pid: int) -> tuple[int, int]:
+    """
+    (open descriptors, resident KiB) of C{pid}.
+    """
+    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if line.startswith("VmRSS:"))
+    return len(os.listdir(f"/proc/{pid}/fd")), rss
+
+
+@pytest_twisted.ensureDeferred
+async def test_successorCannotBindNewPort(cluster: Cluster) -> None:
+    """
+    A release adding a port that another process holds fails to start; the
+    old process keeps serving, with no request lost.
+    """
+    spec = "tcp:{}:interface=127.0.0.1".format
+    keep, taken = freePort(), freePort()
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", taken))
+    holder.listen(1)
+    try:
+        cluster.setPorts(spec(keep))
+        server = cluster.start()
+        ready = await cluster.ready(1)
+        loop = LoadLoop(f"http://127.0.0.1:{keep}/", keepAlive=False)
+        loop.start()
+        cluster.setPorts(spec(keep), spec(taken))
+        os.kill(ready["pid"], signal.SIGUSR2)
+        failed = await server.waitForPhase("restart-failed")
+        await loop.stop()
+    finally:
+        holder.close()
+    assert "exit status 1" in failed["reason"]
+    assert loop.failures == [] and set(loop.pids()) == {ready["pid"]}
+
+
+@pytest_twisted.ensureDeferred
+async def test_oldProcessKilledMidDrain(cluster: Cluster) -> None:
+    """
+    The old process SIGKILLed in the middle of its drain: only its request
+    in flight is lost (counted), the successor serves on and takes the pid
+    file, and can restart again.
+    """
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    slow = treq.get(f"{url}slow?seconds=30", pool=freshPool(), timeout=60)
+    await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+    loop = LoadLoop(url, keepAlive=False)
+    loop.start()
+    os.kill(ready["pid"], signal.SIGUSR2)
+    successor = await cluster.ready(2)
+    await server.waitFor("the drain", lambda e: e.get("phase") == "drain-started" and e["pid"] == ready["pid"])
+    os.kill(ready["pid"], signal.SIGKILL)
+    await server.waitFor("the successor to see it", lambda e: e.get("phase") == "parent-gone")
+    cut = 0
+    try:
+        await slow
+    except Exception:
+        cut += 1
+    assert cut == 1
+    assert cluster.pidFile() == successor["pid"]
+    os.kill(successor["pid"], signal.SIGUSR2)
+    third = await cluster.ready(3)
+    await waitUntilGone(successor["pid"])
+    await loop.stop()
+    assert loop.failures == []
+    assert loop.pids()[-1] == third["pid"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_fiveSignalsWithin100ms(cluster: Cluster) -> None:
+    """
+    Five SIGUSR2 in a burst make one upgrade, and lose nothing.
+    """
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    loop = LoadLoop(f"http://127.0.0.1:{portOf(ready)}/", keepAlive=True)
+    loop.start()
+    for _ in range(5):
+        os.kill(ready["pid"], signal.SIGUSR2)
+    successor = await cluster.ready(2)
+    await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
+    await loop.stop()
+    assert [e["phase"] for e in server.events].count("child-spawned") == 1
+    assert not any(e.get("generation") == 3 for e in server.events)
+    assert loop.failures == []
+    assert loop.pids()[-1] == successor["pid"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_twentyRestartsStayFlat(cluster: Cluster) -> None:
+    """
+    Twenty restarts in a row under load: no failure, and the serving
+    process's descriptors, memory and the number of processes stay flat,
+    with no zombie.
+    """
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    loops = [LoadLoop(url, keepAlive=True), LoadLoop(url, keepAlive=False)]
+    for loop in loops:
+        loop.start()
+    current, samples = ready["pid"], []
+    try:
+        for generation in range(2, 22):
+            os.kill(current, signal.SIGUSR2)
+            successor = await cluster.ready(generation)
+            await waitUntilGone(current)
+            current = successor["pid"]
+            samples.append(footprint(current))
+    finally:
+        for loop in loops:
+            await loop.stop()
+    for loop in loops:
+        assert loop.failures == [], loop.failures[:3]
+    fds = [f for f, _ in samples]
+    rss = [r for _, r in samples]
+    assert max(fds[1:]) - min(fds[1:]) <= 2, fds
+    assert rss[-1] <= rss[1] * 1.2, rss
+    assert [pid for pid in cluster.pids if alive(pid)] == [current]
+    assert zombieChildren(current) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_slowClientsCutAtDeadline(tmp_path: Path) -> None:
+    """
+    A request whose body trickles in, a client that never reads its
+    response, and a never-ending stream are all cut at the deadline,
+    counted and logged; a normal request in flight completes.
+    """
+    server = startServer(
+        tmp_path, "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root",
+        "--shutdown-timeout", "1",
+    )
+    try:
+        ready = await server.waitForPhase("ready")
+        port = portOf(ready)
+        trickle = await connectRaw(port)
+        trickle.transport.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")  # type: ignore[union-attr]
+        deaf = await connectRaw(port)
+        deaf.transport.pauseProducing()  # type: ignore[union-attr]
+        deaf.get("/big")
+        stream = await connectRaw(port)
+        stream.get("/forever")
+        await stream.waitForData(b"never ends")
+        slow = treq.get(f"http://127.0.0.1:{port}/slow?seconds=0.3", pool=freshPool(), timeout=10)
+        await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+        server.signal(signal.SIGTERM)
+        started = await server.waitForPhase("drain-started")
+        assert started["inFlight"] == 4
+        assert (await slow).code == 200
+        aborted = await server.waitForPhase("drain-aborted")
+        assert (aborted["connections"], aborted["requests"]) == (3, 3)
+        finished = await server.waitForPhase("drain-finished")
+        assert (finished["completed"], finished["abortedRequests"]) == (1, 3)
+        for client in (trickle, stream):
+            await client.waitForClose()
+        deaf.transport.resumeProducing()  # type: ignore[union-attr]
+        await deaf.waitForClose()
+        await server.waitForExit()
+    finally:
+        stopServer(server)
