@@ -267,6 +267,17 @@ class DrainTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(before))
         self.assertIsNone(self.successResultOf(self.h.factory.whenDraining()))
 
+    def test_unreadResponseCounts(self) -> None:
+        """
+        A response stuck in a full transport buffer counts as in flight, so
+        cutting it at the deadline is counted.
+        """
+        client, pump = self.h.connect()
+        self.h.send(pump, request("/"))
+        protocol = next(iter(self.h.factory._connections))
+        protocol.currentChannel.pauseProducing()  # What a full transport does.
+        self.assertEqual(self.h.factory.inFlightCount(), 1)
+
     def test_counts(self) -> None:
         """
         The factory counts open connections and requests in flight.
@@ -343,6 +354,10 @@ class PrivateTwistedNamesTests(SynchronousTestCase):
         self.assertIsInstance(protocol, http._GenericHTTPChannelProtocol)
         self.assertIsInstance(protocol._channel, http.HTTPChannel)
         self.assertIs(Site.protocol, http._genericHTTPChannelProtocolFactory)
+
+    def test_waitingForTransport(self) -> None:
+        channel = http.HTTPChannel()
+        self.assertFalse(channel._waitingForTransport)
 
     def test_pipelineBuffers(self) -> None:
         channel = http.HTTPChannel()

@@ -198,7 +198,10 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         """
         channel = self.currentChannel
         if isinstance(channel, http.HTTPChannel):
-            return len(channel.requests)
+            # PRIVATE: _waitingForTransport is set while the transport's
+            # buffer is full: a response is still on its way to a client
+            # that does not read it.
+            return len(channel.requests) or int(channel._waitingForTransport)
         return len(getattr(channel, "streams", ())) or 1
 
     def startDraining(self) -> None:
