@@ -40,6 +40,10 @@ request.  See C{docs/drain.md}.
 """
 
 
+GOING_AWAY_CLOSE = (1001, "server going away")
+RESTART_CLOSE = (1012, "service restart")
+
+
 @frozen
 class DrainResult:
     """
@@ -99,8 +103,17 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         on this instance only now.  A channel upgraded to a WebSocket has its
         own C{dataReceived} already and keeps it.
         """
-        if "dataReceived" not in vars(self):
-            self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
+        upgraded = vars(self).get("dataReceived")
+        if upgraded is not None:
+            # PRIVATE: twisted.web.websocket upgrades a channel by replacing
+            # its dataReceived with the bound method of its wire protocol,
+            # whose loseConnection(code, reason) sends a close frame.
+            wire = getattr(upgraded, "__self__", None)
+            if wire is not None and callable(getattr(wire, "loseConnection", None)):
+                code, reason = self._tracker._closeCode
+                wire.loseConnection(code, reason)
+            return
+        self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
         self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
         self.requestDone = self._drainingRequestDone  # type: ignore[method-assign]
         if not self.requests:
@@ -247,6 +260,7 @@ class DrainingFactory:
     _abortedRequests: int = field(init=False, default=0)
     _deadline: IDelayedCall | None = field(init=False, default=None)
     _result: DrainResult | None = field(init=False, default=None)
+    _closeCode: tuple[int, str] = field(init=False, default=(1001, "going away"))
 
     def __attrs_post_init__(self) -> None:
         if "protocol" in vars(self._site) or type(self._site).protocol is not _defaultSiteProtocol:
@@ -330,18 +344,22 @@ class DrainingFactory:
         """
         self._accepting = False
 
-    def drain(self, timeout: float | None) -> Deferred[DrainResult]:
+    def drain(self, timeout: float | None, restarting: bool = False) -> Deferred[DrainResult]:
         """
         Let every connection finish its requests in flight, then close.
+        Each open WebSocket is closed at once with status 1001 (going away),
+        or 1012 (service restart) when C{restarting}.
 
         @param timeout: Seconds after which the remaining connections are
             aborted, or L{None} to wait for ever.
+        @param restarting: The drain is part of a restart.
         @return: A L{Deferred} that fires with a L{DrainResult} when the last
             connection has closed.  Calling L{drain} again returns a new
             L{Deferred} for the same end.
         """
         self._accepting = False
         if self._drainStarted is None:
+            self._closeCode = RESTART_CLOSE if restarting else GOING_AWAY_CLOSE
             self._startDrain(timeout)
         d: Deferred[DrainResult] = Deferred()
         if self._result is not None:
@@ -383,11 +401,14 @@ class DrainingFactory:
             timeout=timeout,
             phase="drain-started",
         )
+        # Every connection drains first, so that responses the application
+        # ends when it hears of the drain are answered (and counted) as
+        # drained ones.
+        for protocol in list(self._connections):
+            protocol.startDraining()
         waiters, self._drainingWaiters = self._drainingWaiters, []
         for waiter in waiters:
             waiter.callback(None)
-        for protocol in list(self._connections):
-            protocol.startDraining()
         if timeout is not None and self._connections:
             self._deadline = self._clock.callLater(timeout, self.abortAll)
         self._maybeDrained()

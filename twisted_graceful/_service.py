@@ -111,6 +111,7 @@ class GracefulSiteService(Service):
         self.port: IListeningPort | None = None
         self.factory = DrainingFactory(site, self._clock, name=self.address.description, idleGrace=idleGrace)
         self._socket: socket.socket | Any = None
+        self._portStopped: Deferred[Any] | None = None
 
     @property
     def _clock(self) -> Any:
@@ -227,16 +228,27 @@ class GracefulSiteService(Service):
             port.socket.close()  # type: ignore[attr-defined]
             self.factory.doStop()
         else:
-            port.stopListening()
+            # The port closes (and a UNIX port removes its file) on the next
+            # reactor turn: the drain waits for it, or a stop that drains at
+            # once would end the reactor first.
+            stopped = port.stopListening()
+            if isinstance(stopped, Deferred):
+                self._portStopped = stopped
 
-    def drain(self) -> Deferred[DrainResult]:
+    def drain(self, restarting: bool = False) -> Deferred[DrainResult]:
         """
         Stop accepting and drain, within L{shutdownTimeout}.
 
+        @param restarting: The drain is part of a restart (WebSockets are
+            closed with 1012 instead of 1001).
         @return: A L{Deferred} that fires with the L{DrainResult}.
         """
         self.stopAccepting()
-        return self.factory.drain(self.shutdownTimeout)
+        drained = self.factory.drain(self.shutdownTimeout, restarting)
+        if self._portStopped is None:
+            return drained
+        portStopped, self._portStopped = self._portStopped, None
+        return portStopped.addBoth(lambda _: drained)
 
     def cutShort(self) -> None:
         """
@@ -734,7 +746,7 @@ class GracefulService(MultiService):
         waiters, self._drainingWaiters = self._drainingWaiters, []
         for waiter in waiters:
             waiter.callback(None)
-        results = await DeferredList([e.drain() for e in endpoints], consumeErrors=True)
+        results = await DeferredList([e.drain(self._handedOver) for e in endpoints], consumeErrors=True)
         self.drainResults = [r for ok, r in results if ok]
         self.hookOutcomes = await self.hooks.run()
         await _stopOthers(self, endpoints)

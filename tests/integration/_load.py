@@ -5,9 +5,10 @@ count every failure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import treq
+from treq.client import HTTPClient
 from attrs import define, field
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList
@@ -33,22 +34,29 @@ class LoadLoop:
     _stopped: bool = False
     _loops: list[Deferred[Any]] = field(factory=list)
     _pool: HTTPConnectionPool | None = None
+    agentFactory: Callable[[HTTPConnectionPool], Any] | None = None
+    _client: Any = None
 
     def start(self) -> None:
         self._pool = HTTPConnectionPool(reactor, persistent=self.keepAlive)
         self._pool.retryAutomatically = False
         self._pool.maxPersistentPerHost = self.concurrency
+        if self.agentFactory is not None:
+            self._client = HTTPClient(self.agentFactory(self._pool))
         started = reactor.seconds()  # type: ignore[attr-defined]
         for _ in range(self.concurrency):
             self._loops.append(Deferred.fromCoroutine(self._loop(started)))
 
     async def _loop(self, started: float) -> None:
-        while not self._stopped and len(self.responses) < MAX_REQUESTS:
+        while not self._stopped and len(self.responses) + len(self.failures) < MAX_REQUESTS:
             if reactor.seconds() - started > MAX_SECONDS:  # type: ignore[attr-defined]
                 self.failures.append("the loop ran out of time")
                 return
             try:
-                response = await treq.get(self.url, pool=self._pool, timeout=10)
+                if self._client is not None:
+                    response = await self._client.get(self.url, timeout=10)
+                else:
+                    response = await treq.get(self.url, pool=self._pool, timeout=10)
                 body = await response.content()
             except Exception as e:
                 self.failures.append(f"{type(e).__name__}: {e}")

@@ -133,7 +133,10 @@ class ServerProcess(ProcessProtocol):
 
     def signal(self, signum: int) -> None:
         if not self.finished and self.pid is not None:
-            os.kill(self.pid, signum)
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass  # It handed over and exited; its successors run on.
 
     def phases(self) -> list[str]:
         return [e["phase"] for e in self.events if "phase" in e]

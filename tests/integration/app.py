@@ -80,3 +80,83 @@ def wsgiApp(environ: dict, start_response):  # type: ignore[no-untyped-def,type-
         time.sleep(1)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [str(os.getpid()).encode()]
+
+
+class Events(Resource):
+    """
+    Server-sent events: a tick every 0.2 s; when the drain begins, a C{drain}
+    event, and the stream ends.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> int:
+        from twisted.internet import reactor
+        from twisted.internet.task import LoopingCall
+
+        from twisted_graceful import whenDraining
+
+        request.setHeader(b"Content-Type", b"text/event-stream")
+        request.setHeader(b"Cache-Control", b"no-store")
+        ticks = LoopingCall(lambda: request.write(b"data: tick\n\n"))
+        ticks.clock = reactor
+        ticks.start(0.2)
+        draining = whenDraining(request)
+
+        def drain(_: object) -> None:
+            ticks.stop()
+            request.write(b"event: drain\ndata: the server is stopping; reconnect\n\n")
+            request.finish()
+
+        draining.addCallback(drain)
+
+        def gone(_: object) -> None:
+            if ticks.running:
+                ticks.stop()
+            draining.cancel()
+
+        request.notifyFinish().addErrback(gone)
+        return NOT_DONE_YET
+
+
+class Echo:
+    """
+    A WebSocket that echoes text, for twisted.web.websocket.
+    """
+
+    def negotiationStarted(self, transport: object) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        self.transport.sendTextMessage("hello")  # type: ignore[attr-defined]
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        self.transport.sendTextMessage(message)  # type: ignore[attr-defined]
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+
+class EchoFactory:
+    def buildProtocol(self, request: Request) -> Echo:
+        return Echo()
+
+
+def streaming() -> Resource:
+    """
+    C{/events} (server-sent events), C{/ws} (a WebSocket echo), and the
+    rest of L{App}.
+    """
+    from twisted.web.websocket import WebSocketResource
+
+    root = Resource()
+    root.putChild(b"events", Events())
+    root.putChild(b"ws", WebSocketResource(EchoFactory()))  # type: ignore[arg-type]
+    root.putChild(b"", App())
+    return root

@@ -1,0 +1,275 @@
+"""
+Long-lived connections, TLS, UNIX sockets and IPv6 through drains and
+restarts, with real clients.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.protocol import Protocol
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
+from zope.interface import implementer
+from twisted.web.iweb import IAgentEndpointFactory
+
+from ._client import connectRaw, portOf
+from ._load import LoadLoop
+from ._procs import waitUntilGone
+from ._server import Event, ServerProcess, startServer, stopServer, withDeadline
+
+STREAMING = ("--app", "tests.integration.app.streaming")
+RESTARTS = 5
+
+
+async def restartUnderLoad(server: ServerProcess, ready: Event, loops: list[LoadLoop]) -> int:
+    """
+    Restart C{RESTARTS} times while C{loops} run; return the last pid.
+    """
+    for loop in loops:
+        loop.start()
+    current = ready["pid"]
+    try:
+        for generation in range(2, RESTARTS + 2):
+            os.kill(current, signal.SIGUSR2)
+            successor = await server.waitForPhase("ready", generation=generation)
+            await waitUntilGone(current)
+            current = successor["pid"]
+    finally:
+        for loop in loops:
+            await loop.stop()
+    for loop in loops:
+        assert loop.failures == [], loop.failures[:3]
+        assert len(loop.responses) > 20
+        assert loop.pids()[-1] == current
+    return int(current)
+
+
+@pytest.fixture
+def servers() -> Any:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        stopServer(server)
+        for event in server.events:
+            if event.get("phase") == "ready":
+                try:
+                    os.kill(event["pid"], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_serverSentEventsGetDrainNotice(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    An SSE stream hears the drain begin (through whenDraining) and ends
+    cleanly, nothing cut.
+    """
+    server = startServer(tmp_path, "--port", "tcp:0:interface=127.0.0.1", *STREAMING)
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    client = await connectRaw(portOf(ready))
+    client.get("/events")
+    await client.waitForData(b"data: tick")
+    server.signal(signal.SIGTERM)
+    await client.waitForData(b"event: drain")
+    await client.waitForData(b"0\r\n\r\n")
+    await client.waitForClose()
+    finished = await server.waitForPhase("drain-finished")
+    assert (finished["completed"], finished["abortedRequests"]) == (1, 0)
+
+
+class WebSocketClient(Protocol):
+    """
+    A WebSocket client (wsproto over a TCP connection) that records the
+    close code it receives.
+    """
+
+    def __init__(self) -> None:
+        from wsproto import ConnectionType, WSConnection
+
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.messages: list[str] = []
+        self.closeCode: Any = None
+        self.greeted: Any = None
+        self.closed: Any = None
+
+    def connectionMade(self) -> None:
+        from twisted.internet.defer import Deferred
+        from wsproto.events import Request
+
+        self.greeted, self.closed = Deferred(), Deferred()
+        self.transport.write(self.ws.send(Request(host="127.0.0.1", target="/ws")))  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
+        from wsproto.events import CloseConnection, TextMessage
+
+        self.ws.receive_data(data)
+        for event in self.ws.events():
+            if isinstance(event, TextMessage):
+                self.messages.append(event.data)
+                if not self.greeted.called:
+                    self.greeted.callback(None)
+            elif isinstance(event, CloseConnection):
+                self.closeCode = event.code
+                self.transport.write(self.ws.send(event.response()))  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self.closed is not None and not self.closed.called:
+            self.closed.callback(self.closeCode)
+
+
+async def webSocket(port: int) -> WebSocketClient:
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+
+    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), WebSocketClient())
+    await withDeadline(client.greeted, 10, "the WebSocket did not open")
+    return client
+
+
+@pytest.mark.parametrize("how, code", [("stop", 1001), ("restart", 1012)])
+@pytest_twisted.ensureDeferred
+async def test_webSocketClosedWithCode(servers: list[ServerProcess], tmp_path: Path, how: str, code: int) -> None:
+    """
+    An open WebSocket gets a clean close with 1001 on stop and 1012 on
+    restart, at the start of the drain, not at its deadline.
+    """
+    server = startServer(tmp_path, "--port", "tcp:0:interface=127.0.0.1", *STREAMING, "--shutdown-timeout", "30")
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    client = await webSocket(portOf(ready))
+    assert client.messages == ["hello"]
+    server.signal(signal.SIGTERM if how == "stop" else signal.SIGUSR2)
+    received = await withDeadline(client.closed, 10, "the WebSocket was not closed")
+    assert received == code
+    finished = await server.waitFor(
+        "the drain", lambda e: e.get("phase") == "drain-finished" and e["pid"] == ready["pid"]
+    )
+    assert finished["abortedConnections"] == 0
+
+
+def selfSignedCertificate(directory: Path) -> tuple[Path, Path, bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath = directory / "key.pem", directory / "cert.pem"
+    keyPath.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    certPath.write_bytes(pem)
+    return keyPath, certPath, pem
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsAcrossRestarts(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    A TLS client keeps getting answers across five restarts, with no
+    failure, on kept-alive and new connections.
+    """
+    from twisted.internet.ssl import Certificate
+
+    key, cert, pem = selfSignedCertificate(tmp_path)
+    server = startServer(
+        tmp_path, "--port", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--app", "tests.integration.app.root",
+    )
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    policy = BrowserLikePolicyForHTTPS(trustRoot=Certificate.loadPEM(pem))
+    url = f"https://localhost:{portOf(ready)}/"
+    loops = [
+        LoadLoop(url, keepAlive=keepAlive, agentFactory=lambda pool: Agent(reactor, contextFactory=policy, pool=pool))
+        for keepAlive in (True, False)
+    ]
+    await restartUnderLoad(server, ready, loops)
+
+
+@implementer(IAgentEndpointFactory)
+class FixedEndpoint:
+    """
+    Every request goes to one endpoint, whatever its URL says (Twisted's
+    Agent cannot take an IPv6 literal URL).
+    """
+
+    def __init__(self, endpoint: Any) -> None:
+        self.endpoint = endpoint
+
+    def endpointForURI(self, uri: Any) -> Any:
+        return self.endpoint
+
+
+@pytest_twisted.ensureDeferred
+async def test_unixSocketAcrossRestarts(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    A UNIX socket serves across five restarts with no failure; its file is
+    never removed while a successor serves on it, and is removed on the final
+    stop.
+    """
+    path = tmp_path / "app.sock"
+    server = startServer(tmp_path, "--port", f"unix:{path}", "--app", "tests.integration.app.root")
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    loops = [
+        LoadLoop("http://localhost/", keepAlive=keepAlive,
+                 agentFactory=lambda pool: Agent.usingEndpointFactory(
+                     reactor, FixedEndpoint(UNIXClientEndpoint(reactor, str(path))), pool=pool))
+        for keepAlive in (True, False)
+    ]
+    last = await restartUnderLoad(server, ready, loops)
+    assert path.exists()
+    os.kill(last, signal.SIGTERM)
+    await waitUntilGone(last)
+    assert not path.exists()
+
+
+def hasIPv6() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not hasIPv6(), reason="this machine has no IPv6 loopback (::1)")
+@pytest_twisted.ensureDeferred
+async def test_ipv6AcrossRestarts(servers: list[ServerProcess], tmp_path: Path) -> None:
+    server = startServer(tmp_path, "--port", r"tcp6:0:interface=\:\:1", "--app", "tests.integration.app.root")
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    from twisted.internet.endpoints import TCP6ClientEndpoint
+
+    endpoint = TCP6ClientEndpoint(reactor, "::1", portOf(ready))
+    loops = [
+        LoadLoop("http://localhost/", keepAlive=keepAlive,
+                 agentFactory=lambda pool: Agent.usingEndpointFactory(reactor, FixedEndpoint(endpoint), pool=pool))
+        for keepAlive in (True, False)
+    ]
+    await restartUnderLoad(server, ready, loops)
