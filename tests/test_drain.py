@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import globalLogPublisher
+from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
 from twisted.web.resource import Resource
@@ -363,6 +364,21 @@ class PrivateTwistedNamesTests(SynchronousTestCase):
         channel = http.HTTPChannel()
         self.assertEqual(channel._dataBuffer, [])
         self.assertEqual(channel._buffer, b"")
+
+    def test_http2Connection(self) -> None:
+        """
+        The HTTP/2 drain uses H2Connection's state machine, streams, flush
+        and stream-done hook.
+        """
+        if not http.H2_ENABLED:
+            raise unittest.SkipTest("twisted[http2] is not installed")
+        from twisted.web._http2 import H2Connection
+
+        connection = H2Connection()
+        self.assertEqual(connection.streams, {})
+        self.assertTrue(hasattr(connection.conn, "highest_inbound_stream_id"))
+        self.assertTrue(callable(connection._requestDone))
+        self.assertTrue(callable(connection._tryToWriteControlData))
 
     def test_trackedProtocolWrapsDrainingChannel(self) -> None:
         h = DrainHarness()

@@ -221,11 +221,52 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         channel = self.currentChannel
         if isinstance(channel, _DrainingHTTPChannel):
             channel._startDraining()
+        elif hasattr(channel, "streams") and hasattr(channel, "conn"):
+            _goAway(channel, self._tracker)
 
     def abort(self) -> None:
         transport = self.currentChannel.transport
         if transport is not None:
             transport.abortConnection()
+
+
+def _goAway(channel: Any, tracker: DrainingFactory) -> None:
+    """
+    Drain an HTTP/2 connection: send GOAWAY naming the last stream it will
+    process, let the open streams complete, then close.
+
+    The GOAWAY frame is written by hand: C{h2}'s own C{close_connection}
+    moves its state machine to CLOSED, after which the open streams could
+    not send their responses.
+    """
+    from hyperframe.frame import GoAwayFrame
+
+    # PRIVATE: H2Connection.conn (the h2 state machine), .streams (open
+    # streams), ._tryToWriteControlData (flush h2's pending frames) and
+    # ._requestDone (a stream finished).
+    lastStream = channel.conn.highest_inbound_stream_id
+    if not channel._tryToWriteControlData():
+        return
+    channel.transport.write(GoAwayFrame(0, last_stream_id=lastStream, error_code=0).serialize())
+    finished = channel._requestDone
+
+    def close() -> None:
+        # The connection is the transport's producer: a TLS transport closes
+        # only once its producer is gone (HTTPChannel.loseConnection does the
+        # same).
+        if channel.transport is not None:
+            channel.transport.unregisterProducer()
+            channel.transport.loseConnection()
+
+    def requestDone(streamID: int) -> None:
+        tracker._completed += 1
+        finished(streamID)
+        if not channel.streams:
+            close()
+
+    channel._requestDone = requestDone
+    if not channel.streams:
+        close()
 
 
 @implementer(IProtocolFactory)

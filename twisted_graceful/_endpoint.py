@@ -104,6 +104,7 @@ def parseEndpoint(description: str) -> ListenAddress:
         pass  # Not a kind of endpoint the recorder understands: refused below.
     if recorder.sslServers:
         port, _, contextFactory, backlog, interface = recorder.sslServers[0]
+        contextFactory = _withALPN(contextFactory)
         family, host = _inetFamily(interface)
         return ListenAddress(
             description, _inetIdentity(family, host, port), family, (host, port), backlog, contextFactory
@@ -232,6 +233,28 @@ def _parseSystemd(description: str, text: str) -> ListenAddress:
         )
     identity = f"systemd:name={name}" if name is not None else f"systemd:index={int(index)}"  # type: ignore[arg-type]
     return ListenAddress(description, identity, family, identity, 0)
+
+
+def _withALPN(options: Any) -> Any:
+    """
+    Offer HTTP/2 by ALPN when Twisted can serve it (C{twisted[http2]}):
+    Twisted's C{ssl:} parser makes options that offer no protocol.  Options
+    with a particular TLS method are left as they are.
+    """
+    from OpenSSL import SSL
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.web.http import H2_ENABLED
+
+    if not H2_ENABLED or not isinstance(options, CertificateOptions) or options.method != SSL.TLS_METHOD:
+        return options
+
+    return CertificateOptions(
+        privateKey=options.privateKey,
+        certificate=options.certificate,
+        extraCertChain=options.extraCertChain or None,
+        dhParameters=options.dhParameters,
+        acceptableProtocols=[b"h2", b"http/1.1"],
+    )
 
 
 def _describe(e: Exception) -> str:

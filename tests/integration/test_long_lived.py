@@ -273,3 +273,91 @@ async def test_ipv6AcrossRestarts(servers: list[ServerProcess], tmp_path: Path) 
         for keepAlive in (True, False)
     ]
     await restartUnderLoad(server, ready, loops)
+
+
+def h2Exchange(port: int, opened: Any) -> dict[str, Any]:
+    """
+    An HTTP/2 client written with frames, not h2's state machine (which
+    refuses the data of an open stream once GOAWAY arrived): open a slow
+    stream, then record the GOAWAY and the stream's response.
+    """
+    import ssl
+
+    from hpack import Decoder, Encoder
+    from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    result: dict[str, Any] = {"goaway": None, "status": None, "body": b"", "ended": False, "closed": False}
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as raw:
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            result["alpn"] = tls.selected_alpn_protocol()
+            headers = Encoder().encode([(":method", "GET"), (":path", "/slow?seconds=1"),
+                                        (":scheme", "https"), (":authority", "localhost")])
+            request = HeadersFrame(1, headers, flags=["END_HEADERS", "END_STREAM"])
+            tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + request.serialize())
+            decoder, buffer = Decoder(), b""
+            while True:
+                try:
+                    data = tls.recv(65536)
+                except TimeoutError:
+                    result["timedOut"] = True
+                    break
+                if not data:
+                    result["closed"] = True
+                    break
+                buffer += data
+                while len(buffer) >= 9:
+                    frame, length = Frame.parse_frame_header(memoryview(buffer[:9]))
+                    if len(buffer) < 9 + length:
+                        break
+                    frame.parse_body(memoryview(buffer[9:9 + length]))
+                    result.setdefault("frames", []).append(type(frame).__name__)
+                    buffer = buffer[9 + length:]
+                    if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
+                        tls.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
+                        opened.set()
+                    elif isinstance(frame, GoAwayFrame):
+                        result["goaway"] = (frame.last_stream_id, frame.error_code, result["status"] is None)
+                    elif isinstance(frame, HeadersFrame) and frame.stream_id == 1:
+                        result["status"] = dict(decoder.decode(frame.data)).get(":status")
+                    elif isinstance(frame, DataFrame) and frame.stream_id == 1:
+                        result["body"] += frame.data
+                        if "END_STREAM" in frame.flags:
+                            result["ended"] = True
+    return result
+
+
+@pytest.mark.skipif(not __import__("twisted.web.http", fromlist=["H2_ENABLED"]).H2_ENABLED,
+                    reason="HTTP/2 needs twisted[http2]")
+@pytest_twisted.ensureDeferred
+async def test_http2GoAwayThenStreamCompletes(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    At the drain, an HTTP/2 connection gets GOAWAY naming its last stream,
+    the stream already open completes, and the connection closes.
+    """
+    import threading
+
+    from twisted.internet.threads import deferToThread
+
+    key, cert, _ = selfSignedCertificate(tmp_path)
+    server = startServer(
+        tmp_path, "--port", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--app", "tests.integration.app.root",
+    )
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    opened = threading.Event()
+    exchange = deferToThread(h2Exchange, portOf(ready), opened)
+    await server.waitFor("the HTTP/2 stream", lambda e: e.get("testEvent") == "slow-received")
+    server.signal(signal.SIGTERM)
+    result = await withDeadline(exchange, 20, "the HTTP/2 exchange did not end")
+    assert result["alpn"] == "h2", result
+    assert "timedOut" not in result, result
+    assert result["goaway"] == (1, 0, True), "GOAWAY(last stream 1, NO_ERROR) before the response"
+    assert (result["status"], result["ended"], result["closed"]) == ("200", True, True)
+    assert result["body"].startswith(b"slow response from pid")
+    finished = await server.waitForPhase("drain-finished")
+    assert (finished["completed"], finished["abortedRequests"]) == (1, 0)
