@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from ._pidfile import PidFile
+from ._pidfile import PidFile, isAlive as _alive
 from ._errors import PidFileError
 from ._signals import signalNumber
 from ._status import readStatus, statusPathFor
@@ -36,20 +36,6 @@ class ControlError(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def findServer(pidFile: str) -> tuple[int, dict[str, Any]]:

@@ -21,14 +21,22 @@ from attrs import frozen
 from ._errors import PidFileError
 
 
-def _alive(pid: int) -> bool:
+def isAlive(pid: int) -> bool:
+    """
+    Whether C{pid} names a running process.  A zombie (exited, not yet
+    reaped) is not running.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 @frozen
@@ -40,7 +48,7 @@ class PidFile:
     """
 
     path: str
-    isAlive: Callable[[int], bool] = _alive
+    isAlive: Callable[[int], bool] = isAlive
 
     def read(self) -> int | None:
         """

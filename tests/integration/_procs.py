@@ -5,6 +5,7 @@ Looking at processes through /proc, and waiting for them to go.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from twisted.internet import reactor
@@ -72,3 +73,12 @@ def listeningSockets(pid: int) -> int:
             if fields[3] == "0A":  # LISTEN
                 listening.add(fields[9])
     return len(inodes & listening)
+
+
+def freePort() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -10,31 +10,18 @@ import os
 import signal
 import socket
 from pathlib import Path
-from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 
 from ._client import connectRaw, freshPool, portOf
 from ._load import LoadLoop
-from ._procs import alive, waitUntilGone, zombieChildren
+from ._procs import alive, freePort, waitUntilGone, zombieChildren
 from ._server import startServer, stopServer
 from .test_restart_process import Cluster
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Any:
-    c = Cluster(tmp_path)
-    c.setMode("ok")
-    yield c
-    c.kill()
 
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def footprint(pid: int) -> tuple[int, int]:
@@ -137,7 +124,7 @@ async def test_twentyRestartsStayFlat(cluster: Cluster) -> None:
     process's descriptors, memory and the number of processes stay flat,
     with no zombie.
     """
-    server = cluster.start()
+    cluster.start()
     ready = await cluster.ready(1)
     url = f"http://127.0.0.1:{portOf(ready)}/"
     loops = [LoadLoop(url, keepAlive=True), LoadLoop(url, keepAlive=False)]

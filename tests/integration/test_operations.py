@@ -36,12 +36,6 @@ async def control(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return code, out.decode(), err.decode()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Any:
-    c = Cluster(tmp_path)
-    c.setMode("ok")
-    yield c
-    c.kill()
 
 
 @pytest_twisted.ensureDeferred

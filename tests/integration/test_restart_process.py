@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from typing import Any, AsyncIterator
 
 import pytest
 import pytest_twisted
@@ -18,7 +17,7 @@ from twisted.internet.error import ProcessDone
 
 from ._client import freshPool, portOf
 from ._load import LoadLoop
-from ._procs import listeningSockets, waitUntilGone, zombieChildren
+from ._procs import freePort, listeningSockets, waitUntilGone, zombieChildren
 from ._server import ROOT, TWISTD, Event, ServerProcess
 
 TAC = str(ROOT / "tests" / "integration" / "restartable.tac")
@@ -66,12 +65,6 @@ class Cluster:
                 pass
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Any:
-    c = Cluster(tmp_path)
-    c.setMode("ok")
-    yield c
-    c.kill()
 
 
 @pytest_twisted.ensureDeferred
@@ -219,13 +212,6 @@ async def test_releaseChangesPorts(cluster: Cluster, tmp_path: Path) -> None:
     A release that removes one port and adds another keeps the shared one,
     binds the new one and closes the one it no longer serves.
     """
-    import socket
-
-    def freePort() -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return int(s.getsockname()[1])
-
     keep, drop, add = freePort(), freePort(), freePort()
     spec = "tcp:{}:interface=127.0.0.1".format
     cluster.setPorts(spec(keep), spec(drop))

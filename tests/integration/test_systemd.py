@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
@@ -17,16 +16,11 @@ import treq
 from twisted.internet import reactor
 
 from ._client import freshPool
-from ._procs import waitUntilGone
+from ._procs import freePort, waitUntilGone
 from ._server import ROOT, TWISTD, ServerProcess
 
 LAUNCHER = str(Path(__file__).with_name("systemd_launcher.py"))
 
-
-def freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def launch(tmp_path: Path, port: int, *args: str, env: dict[str, str] | None = None) -> ServerProcess:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest_twisted
@@ -14,7 +13,7 @@ import treq
 from twisted.internet import reactor
 
 from ._client import freshPool
-from ._server import ROOT, TWISTD, ServerProcess, withDeadline
+from ._server import ROOT, TWISTD, ServerProcess
 
 
 @pytest_twisted.ensureDeferred
