@@ -76,7 +76,7 @@ def loadResource(dotted: str, option: str = "--app") -> IResource:
     """
     obj = loadObject(dotted, option)
     if IResource.providedBy(obj):
-        return obj  # type: ignore[no-any-return]
+        return obj
     if callable(obj):
         try:
             made = obj()
@@ -86,7 +86,7 @@ def loadResource(dotted: str, option: str = "--app") -> IResource:
                 "Name an IResource provider, or a callable that takes no arguments and returns one."
             ) from None
         if IResource.providedBy(made):
-            return made  # type: ignore[no-any-return]
+            return made
         raise AppLoadError(
             f"{option} {dotted!r}: {obj!r}() returned {made!r}, which is not a twisted.web "
             "IResource. For a WSGI application use --wsgi instead."

@@ -203,7 +203,7 @@ class ChildProcess(ProcessProtocol):
         """
         pids = {pid for pid in (self.servingPID, self.spawnedPID) if pid is not None}
         if self.exitReason is not None:
-            pids.discard(self.spawnedPID)  # type: ignore[arg-type]
+            pids.discard(self.spawnedPID)
         for pid in pids:
             self._signal(pid, signal.SIGTERM)
         if pids and self._killCall is None:

@@ -174,7 +174,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         if not self.requests:
             self.loseConnection()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self._idleCall is not None:
             self._idleCall.cancel()
             self._idleCall = None
@@ -310,7 +310,7 @@ class DrainingFactory:
                 "Twisted's default HTTP channel to track connections. Remove the "
                 "customisation, or override the site's requestFactory instead."
             )
-        self._site.protocol = self._buildChannelProtocol  # type: ignore[assignment]
+        self._site.protocol = self._buildChannelProtocol  # type: ignore[method-assign]
         self._site._twistedGracefulFactory = self  # type: ignore[attr-defined]
 
     @property

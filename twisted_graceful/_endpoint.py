@@ -371,7 +371,7 @@ def adoptSocket(
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         factory = TLSMemoryBIOFactory(address.tlsContextFactory, False, factory)
-    return reactor.adoptStreamPort(fileno, address.family, factory)
+    return reactor.adoptStreamPort(fileno, address.family, factory)  # type: ignore[arg-type]
 
 
 def boundAddress(port: IListeningPort) -> str:
@@ -379,7 +379,7 @@ def boundAddress(port: IListeningPort) -> str:
     A human and machine readable form of where C{port} listens:
     C{127.0.0.1:8080}, C{[::1]:8080} or a path.
     """
-    host = port.getHost()
+    host: Any = port.getHost()
     if hasattr(host, "port"):
         if ":" in host.host:
             return f"[{host.host}]:{host.port}"

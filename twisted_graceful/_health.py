@@ -46,13 +46,13 @@ class HealthSite(Site):
     """
 
     def __init__(self, resource: IResource, healthPath: bytes, health: IResource, **kwargs: object) -> None:
-        super().__init__(resource, **kwargs)  # type: ignore[arg-type]
+        super().__init__(resource, **kwargs)
         self.healthPath = healthPath
         self.health = health
 
     def getResourceFor(self, request: Request) -> IResource:
         if request.path == self.healthPath:
             request.site = self
-            request.sitepath = request.prepath[:]
+            request.sitepath = list(request.prepath or [])  # type: ignore[attr-defined]
             return self.health
         return super().getResourceFor(request)  # type: ignore[no-any-return]

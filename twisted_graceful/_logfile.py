@@ -59,4 +59,4 @@ def observer() -> ILogObserver:
     """
     if _target in (None, "-"):
         return PidTextObserver(sys.stdout)
-    return PidTextObserver(open(_target, "a", buffering=1, encoding="utf-8"))  # type: ignore[arg-type]
+    return PidTextObserver(open(_target, "a", buffering=1, encoding="utf-8"))

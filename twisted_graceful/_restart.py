@@ -103,7 +103,7 @@ def _refuse(error: Exception) -> Callable[..., Deferred[RestartOutcome]]:
     return refuse
 
 
-def _ignore(restarter: Restarter, core: RestartCore, *args: object) -> None:
+def _ignore(restarter: Restarter, core: RestartCore, *args: Any) -> None:
     return None
 
 
@@ -195,8 +195,14 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     for state in (HandedOver, Stopping):
         state.upon(Restarter.stop).loop()(_ignore)
         state.upon(Restarter._parentGone).loop()(_ignore)
-    Stopping.upon(Restarter._childReady).loop()(_ignore)
-    Stopping.upon(Restarter._childFailed).loop()(_ignore)
+    @Stopping.upon(Restarter._childReady).loop()
+    def readyWhileStopping(restarter: Restarter, core: RestartCore, message: ReadyMessage) -> None:
+        "The successor was terminated when the stop began: its news is moot."
+
+    @Stopping.upon(Restarter._childFailed).loop()
+    def failedWhileStopping(restarter: Restarter, core: RestartCore, reason: Failure) -> None:
+        "The successor was terminated when the stop began: its news is moot."
+
     Stopping.upon(Restarter._ready).loop()(_ignore)
 
     for state in (StartingBesideParent, Starting, ServingBesideParent, Serving):

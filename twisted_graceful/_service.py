@@ -714,7 +714,11 @@ class GracefulService(MultiService):
             self._stopping = Deferred.fromCoroutine(self._stop())
             self._stopping.addErrback(lambda f: self._log.failure("Ordered stop failed", f))
         d: Deferred[None] = Deferred()
-        self._stopping.addCallback(lambda r: (d.callback(None), r)[1])
+
+        def done(result: None) -> None:
+            d.callback(None)
+
+        self._stopping.addCallback(done)
         return d
 
     async def _stop(self) -> None:
@@ -776,7 +780,7 @@ async def _stopOthers(parent: MultiService, drained: Iterable[IService]) -> None
     ]
     for child in parent:
         if id(child) in skip:
-            Service.stopService(child)  # type: ignore[arg-type]
+            Service.stopService(child)  # type: ignore[arg-type,unused-ignore]
     await DeferredList(stopping, consumeErrors=True)
 
 

@@ -42,7 +42,7 @@ class SignalRouter:
     """
 
     reactor: _CallFromThread
-    signals: ISignalModule = _signalModule  # type: ignore[assignment]
+    signals: ISignalModule = _signalModule
 
     def onStop(self, signums: tuple[int, ...], stop: Callable[[int, Handler | None], None]) -> None:
         """
