@@ -111,6 +111,7 @@ def systemdSockets(
     environ: Mapping[str, str] = os.environ,
     descriptors: Callable[[], Iterator[int]] = _passedDescriptors,
     identify: Callable[[int], str | None] = socketIdentity,
+    familyOf: Callable[[int], socket.AddressFamily | None] = listeningFamily,
 ) -> list[SystemdSocket]:
     """
     The listening sockets systemd passed to this process.  Descriptors that
@@ -123,7 +124,7 @@ def systemdSockets(
     result = []
     for index, (fileno, name) in enumerate(zip(filenos, names)):
         identity = identify(fileno)
-        family = listeningFamily(fileno) if identity is not None else None
+        family = familyOf(fileno) if identity is not None else None
         if identity is None or family is None:
             continue
         result.append(SystemdSocket(index, name or None, fileno, family, identity))

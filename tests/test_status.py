@@ -1,0 +1,99 @@
+"""
+Tests for L{twisted_graceful._status}, L{twisted_graceful._report} and
+L{twisted_graceful._notify}.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_graceful._drain import DrainResult
+from twisted_graceful._notify import Notifier
+from twisted_graceful._report import Reporter
+from twisted_graceful._status import StatusFile, readStatus, statusPathFor
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self) -> None:
+        super().__init__({})
+        self.sent: list[tuple[str, ...]] = []
+
+    def notify(self, *lines: str) -> None:
+        self.sent.append(lines)
+
+
+class StatusTests(SynchronousTestCase):
+    def test_roundTrip(self) -> None:
+        path = statusPathFor(self.mktemp())
+        StatusFile(path).update(pid=1, state="serving")
+        self.assertEqual(readStatus(path), {"pid": 1, "state": "serving"})
+
+    def test_unreadable(self) -> None:
+        path = self.mktemp()
+        self.assertIsNone(readStatus(path))
+        with open(path, "w") as f:
+            f.write("[1, 2]")
+        self.assertIsNone(readStatus(path))
+
+
+class ReporterTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.path = statusPathFor(self.mktemp())
+        self.notifier = RecordingNotifier()
+        self.reporter = Reporter(StatusFile(self.path), self.notifier)
+
+    def keys(self) -> list[list[str]]:
+        return [[line.split("=")[0] for line in sent if not line.startswith(("STATUS", "MONOTONIC"))]
+                for sent in self.notifier.sent]
+
+    def test_upgradeThenHandOver(self) -> None:
+        """
+        Serving, upgrading and handing over write the status and tell
+        systemd READY, RELOADING, MAINPID in that order.
+        """
+        self.reporter.serving(1, {"8080": "0.0.0.0:8080"}, 0.0)
+        attempt = self.reporter.restartRequested()
+        self.reporter.upgrading(attempt)
+        self.assertEqual(readStatus(self.path)["state"], "upgrading")  # type: ignore[index]
+        self.reporter.handedOver(attempt, 4242)
+        status = readStatus(self.path)
+        assert status is not None
+        self.assertEqual((status["state"], status["lastRestart"]), ("handed-over", {"attempt": 1, "outcome": "ok", "pid": 4242}))
+        self.assertEqual(self.keys(), [["READY"], ["RELOADING"], ["MAINPID"]])
+        self.assertIn("MAINPID=4242", self.notifier.sent[2])
+
+    def test_failedUpgrade(self) -> None:
+        self.reporter.serving(1, {}, 0.0)
+        attempt = self.reporter.restartRequested()
+        self.reporter.upgrading(attempt)
+        self.reporter.upgradeFailed(attempt, "exit status 1")
+        status = readStatus(self.path)
+        assert status is not None
+        self.assertEqual((status["state"], status["lastRestart"]["outcome"]), ("serving", "failed"))
+        self.assertEqual(self.keys()[-1], ["READY"])
+
+    def test_stopped(self) -> None:
+        self.reporter.draining(0.0)
+        self.reporter.stopped([DrainResult("e", 1, 1, 0, 1, 1, 1.0)])
+        status = readStatus(self.path)
+        assert status is not None
+        self.assertEqual(status["drain"], {"completed": 0, "aborted": 1, "clean": False})
+        self.assertEqual(self.keys(), [["STOPPING"], []])
+
+
+class NotifierTests(SynchronousTestCase):
+    def test_inertWithoutSocket(self) -> None:
+        notifier = Notifier({})
+        self.assertFalse(notifier.enabled)
+        notifier.ready("fine")
+
+    def test_abstractAddress(self) -> None:
+        self.assertTrue(Notifier({"NOTIFY_SOCKET": "@x"}).enabled)
+
+    def test_unreachableSocketWarnsOnce(self) -> None:
+        notifier = Notifier({"NOTIFY_SOCKET": os.path.join(self.mktemp(), "none")})
+        notifier.ready("a")
+        notifier.ready("b")
+        self.assertTrue(notifier._warned)
