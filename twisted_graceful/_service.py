@@ -331,6 +331,10 @@ class GracefulService(MultiService):
             notifier if notifier is not None else Notifier(environ if environ is not None else os.environ),
         )
         self._started = time.time()
+        # The directory the command was started from: twistd --rundir
+        # changes directory later, and relative paths on the command line
+        # (a .tac file, say) must mean the same to the successor.
+        self._launchDirectory = os.getcwd()
         self._environ = environ
         self._argv = list(argv) if argv is not None else None
         self.hooks = ShutdownHooks(self._clock)
@@ -642,7 +646,7 @@ class GracefulService(MultiService):
         command = self._successorCommand()
         try:
             self._clock.spawnProcess(
-                child, command[0], command, env=environ, path=os.getcwd(), childFDs=handover.childFDs
+                child, command[0], command, env=environ, path=self._launchDirectory, childFDs=handover.childFDs
             )
         except Exception as e:
             error = ChildExitedEarly(f"Cannot start the successor {command!r}: {e}")
