@@ -118,6 +118,25 @@ class ChildProcessTests(SynchronousTestCase):
         self.clock.advance(KILL_GRACE)
         self.assertEqual(self.signals, [(100, signal.SIGTERM)])
 
+    def test_diedAfterReady(self) -> None:
+        """
+        A successor that dies after it was ready is reported once more, so
+        the old process can say that nothing may serve.
+        """
+        self.say(b'{"state": "ready", "pid": 100}\n')
+        self.child.processExited(Failure(ProcessTerminated(exitCode=2)))
+        [failure] = self.failed
+        self.assertIn("exited after it was ready: exit status 2", str(failure.value))
+
+    def test_cleanExitAfterReadyIsQuiet(self) -> None:
+        """
+        A daemonizing twistd's first process exits 0 after its grandchild
+        reported ready: nothing to say.
+        """
+        self.say(b'{"state": "ready", "pid": 101}\n')
+        self.child.processExited(Failure(ProcessDone(0)))
+        self.assertEqual(self.failed, [])
+
     def test_malformedIgnored(self) -> None:
         self.say(b"garbage\n{\"state\": \"ready\"}\n")
         self.assertEqual((self.ready, self.failed), ([], []))

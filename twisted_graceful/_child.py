@@ -165,6 +165,18 @@ class ChildProcess(ProcessProtocol):
         if self._killCall is not None and self._killCall.active() and self.servingPID in (None, self.spawnedPID):
             self._killCall.cancel()
         if self._settled:
+            if self.ready is not None and reason.check(ProcessTerminated) is not None:
+                # The successor died after it reported ready, while this
+                # process drains: nobody may be serving now.  Say so.
+                self._onFailed(
+                    Failure(
+                        ChildExitedEarly(
+                            f"The successor (pid {self.spawnedPID}) exited after it was ready: "
+                            f"{describeExit(reason)}. Nothing serves once this process has drained; "
+                            "start the service again."
+                        )
+                    )
+                )
             return
         if reason.check(ProcessTerminated) is not None or self._exitWait is not None:
             # A failure exit, or the exit that closed the ready channel.

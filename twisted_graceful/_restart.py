@@ -190,7 +190,11 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
 
     @HandedOver.upon(Restarter._childFailed).loop()
     def childDiedAfterReady(restarter: Restarter, core: RestartCore, reason: Failure) -> None:
-        _log.error("The successor failed after it was ready: {reason}", reason=reason.getErrorMessage())
+        _log.error(
+            "The successor failed after it was ready: {reason}",
+            reason=reason.getErrorMessage(),
+            phase="child-died",
+        )
 
     for state in (HandedOver, Stopping):
         state.upon(Restarter.stop).loop()(_ignore)
