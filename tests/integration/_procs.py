@@ -5,8 +5,10 @@ Looking at processes through /proc, and waiting for them to go.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
+from typing import Iterable
 
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
@@ -82,3 +84,15 @@ def freePort() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def killAll(pids: Iterable[int]) -> None:
+    """
+    SIGKILL every pid in C{pids} (processes the test started, or their
+    successors) that still runs.
+    """
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from ._procs import alive, waitUntilGone
+from ._procs import alive, killAll, waitUntilGone
 from ._server import ROOT, TWISTD
 
 RESTARTS = 10
@@ -62,11 +62,7 @@ async def test_daemonRestartsTenTimes(tmp_path: Path) -> None:
         os.kill(pids[-1], signal.SIGTERM)
         await waitUntilGone(pids[-1])
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        killAll(pids)
     assert not pidfile.exists()
     log = logfile.read_text()
     for pid in pids:

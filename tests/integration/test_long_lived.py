@@ -23,7 +23,7 @@ from twisted.web.iweb import IAgentEndpointFactory
 
 from ._client import connectRaw, portOf
 from ._load import LoadLoop
-from ._procs import waitUntilGone
+from ._procs import killAll, waitUntilGone
 from ._server import Event, ServerProcess, startServer, stopServer, withDeadline
 
 STREAMING = ("--app", "tests.integration.app.streaming")
@@ -59,12 +59,7 @@ def servers() -> Any:
     yield started
     for server in started:
         stopServer(server)
-        for event in server.events:
-            if event.get("phase") == "ready":
-                try:
-                    os.kill(event["pid"], signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+        killAll(event["pid"] for event in server.events if event.get("phase") == "ready")
 
 
 @pytest_twisted.ensureDeferred

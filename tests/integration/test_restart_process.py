@@ -17,7 +17,7 @@ from twisted.internet.error import ProcessDone
 
 from ._client import freshPool, portOf
 from ._load import LoadLoop
-from ._procs import freePort, listeningSockets, waitUntilGone, zombieChildren
+from ._procs import freePort, killAll, listeningSockets, waitUntilGone, zombieChildren
 from ._server import ROOT, TWISTD, Event, ServerProcess
 
 TAC = str(ROOT / "tests" / "integration" / "restartable.tac")
@@ -58,11 +58,7 @@ class Cluster:
         return int((self.tmp_path / "app.pid").read_text())
 
     def kill(self) -> None:
-        for pid in self.pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        killAll(self.pids)
 
 
 

@@ -16,7 +16,7 @@ import treq
 from twisted.internet import reactor
 
 from ._client import freshPool
-from ._procs import freePort, waitUntilGone
+from ._procs import freePort, killAll, waitUntilGone
 from ._server import ROOT, TWISTD, ServerProcess
 
 LAUNCHER = str(Path(__file__).with_name("systemd_launcher.py"))
@@ -59,11 +59,7 @@ async def test_socketActivationAndRestart(tmp_path: Path, how: str) -> None:
             response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
             assert (await response.content()).decode() == str(successor["pid"])
     finally:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        killAll(pids)
 
 
 @pytest_twisted.ensureDeferred
