@@ -73,6 +73,31 @@ class ParentProcessTests(SynchronousTestCase):
         self.assertEqual(seen, ["handed-over", "gone"])
         self.assertIn(6, self.fds.closed)
 
+    def test_pollDeliversEndOfFile(self) -> None:
+        """
+        L{ParentProcess.poll} delivers an end of file already waiting, once.
+        """
+        seen: list[str] = []
+        self.parent.watch(lambda: seen.append("handed-over"), lambda: seen.append("gone"))
+        self.fds.toRead = [b""]
+        self.parent.poll()
+        self.parent.poll()
+        self.assertEqual(seen, ["gone"])
+        self.assertEqual(self.reactor.readers, set())
+
+    def test_pollNothingYet(self) -> None:
+        seen: list[str] = []
+        self.parent.watch(lambda: seen.append("handed-over"), lambda: seen.append("gone"))
+
+        def wouldBlock(fd: int, size: int) -> bytes:
+            raise BlockingIOError()
+
+        self.fds.read = wouldBlock  # type: ignore[method-assign]
+        self.parent._read = wouldBlock  # type: ignore[assignment]
+        self.parent._lifeline._read = wouldBlock  # type: ignore[union-attr]
+        self.parent.poll()
+        self.assertEqual(seen, [])
+
     def test_noParent(self) -> None:
         """
         A first start has no lifeline: it serves alone at once.

@@ -105,6 +105,18 @@ class ParentProcess:
             self._close(self._readyFD)
             self._readyFD = None
 
+    def poll(self) -> None:
+        """
+        Read the lifeline now, without waiting for the reactor: news that
+        is already there (the old process exited) is delivered at once.
+        """
+        if self._lifeline is None:
+            return
+        why = self._lifeline.doRead()
+        if why is not None:
+            self._reactor.removeReader(self._lifeline)
+            self._lifeline.connectionLost(why)
+
     def watch(self, onHandedOver: Callable[[], None], onGone: Callable[[], None]) -> None:
         """
         Call C{onHandedOver} when the old process says it stopped accepting,
@@ -125,9 +137,12 @@ class ParentProcess:
                 onHandedOver()
 
         def closed() -> None:
+            if self._lifelineFD is None:
+                return
             self._reactor.removeReader(self._lifeline)  # type: ignore[arg-type]
-            self._close(self._lifelineFD)  # type: ignore[arg-type]
+            self._close(self._lifelineFD)
             self._lifelineFD = None
+            self._lifeline = None
             onGone()
 
         self._lifeline = _Lifeline(self._lifelineFD, line, closed, self._read)

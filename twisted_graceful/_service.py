@@ -592,6 +592,11 @@ class GracefulService(MultiService):
         """
         if self._restarter is None:
             return fail(NotReadyToRestart("the service has not started"))
+        if self._parent is not None:
+            # A restart asked for right after the predecessor exited must
+            # not be refused because its lifeline's end of file is still
+            # unread in this very reactor turn.
+            self._parent.poll()
         attempt = self._reporter.restartRequested()
         self._attempt = attempt
         result = self._restarter.restart()

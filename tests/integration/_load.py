@@ -65,7 +65,18 @@ class LoadLoop:
             if response.code != 200:
                 self.failures.append(f"status {response.code}")
 
-    async def stop(self) -> None:
+    async def stop(self, servedBy: int | None = None, timeout: float = 10.0) -> None:
+        """
+        Stop the loops; with C{servedBy}, first wait (up to C{timeout}) until
+        the latest response came from that pid, since responses from a
+        predecessor may still arrive just before it exits.
+        """
+        if servedBy is not None:
+            from twisted.internet.task import deferLater
+
+            deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+            while (not self.pids() or self.pids()[-1] != servedBy) and reactor.seconds() < deadline:  # type: ignore[attr-defined]
+                await deferLater(reactor, 0.01, lambda: None)
         self._stopped = True
         await DeferredList(self._loops)
         if self._pool is not None:

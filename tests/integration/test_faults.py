@@ -92,7 +92,7 @@ async def test_oldProcessKilledMidDrain(cluster: Cluster) -> None:
     os.kill(successor["pid"], signal.SIGUSR2)
     third = await cluster.ready(3)
     await waitUntilGone(successor["pid"])
-    await loop.stop()
+    await loop.stop(servedBy=third["pid"])
     assert loop.failures == []
     assert loop.pids()[-1] == third["pid"]
 
@@ -110,7 +110,7 @@ async def test_fiveSignalsWithin100ms(cluster: Cluster) -> None:
         os.kill(ready["pid"], signal.SIGUSR2)
     successor = await cluster.ready(2)
     await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
-    await loop.stop()
+    await loop.stop(servedBy=successor["pid"])
     assert server.phases().count("child-spawned") == 1
     assert not any(e.get("generation") == 3 for e in server.events)
     assert loop.failures == []

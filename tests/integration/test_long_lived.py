@@ -45,7 +45,7 @@ async def restartUnderLoad(server: ServerProcess, ready: Event, loops: list[Load
             current = successor["pid"]
     finally:
         for loop in loops:
-            await loop.stop()
+            await loop.stop(servedBy=current)
     for loop in loops:
         assert loop.failures == [], loop.failures[:3]
         assert len(loop.responses) > 20

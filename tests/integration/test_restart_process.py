@@ -105,7 +105,7 @@ async def test_fiveRestartsUnderLoad(cluster: Cluster) -> None:
         assert body.endswith(f"from pid {ready['pid']} after 1 s\n".encode())
     finally:
         for loop in loops:
-            await loop.stop()
+            await loop.stop(servedBy=current)
     for loop in loops:
         assert loop.failures == [], loop.failures[:5]
         assert len(loop.responses) > 50
