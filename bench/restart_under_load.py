@@ -39,6 +39,8 @@ from typing import Any
 
 from _common import ROOT, TWISTD, env, freePort
 
+from twisted_graceful._pidfile import isAlive as alive
+
 PROBE_INTERVAL = 0.01
 SLOW_PER_SIGNAL = 5
 BIN = Path(sys.executable).parent
@@ -251,14 +253,6 @@ class Gunicorn(Server):
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
             pass
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def firstAnswer(probe: Probe, pids: set[int], since: float, refresh: Any = None, timeout: float = 60) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from attrs import define, field, frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
 from twisted.logger import Logger
 from twisted.web import http
@@ -24,6 +24,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from ._errors import UnsupportedSite
+from ._once import Once
 
 # PRIVATE: the protocol Site builds by default, which switches between
 # HTTP/1.1 and HTTP/2 after ALPN.  Subclassing it is the only way to keep
@@ -293,8 +294,8 @@ class DrainingFactory:
     _accepting: bool = field(init=False, default=True)
     _drainStarted: float | None = field(init=False, default=None)
     _completed: int = field(init=False, default=0)
-    _drained: list[Deferred[DrainResult]] = field(init=False, factory=list)
-    _drainingWaiters: list[Deferred[None]] = field(init=False, factory=list)
+    _drained: Once[DrainResult] = field(init=False, factory=Once)
+    _drainBegan: Once[None] = field(init=False, factory=Once)
     _siteStopPending: bool = field(init=False, default=False)
     _atStart: tuple[int, int] = field(init=False, default=(0, 0))
     _abortedConnections: int = field(init=False, default=0)
@@ -372,11 +373,7 @@ class DrainingFactory:
         @return: A L{Deferred} that fires with L{None} when the drain begins
             (at once if it has begun).  Cancelling it only forgets it.
         """
-        if self.draining:
-            return succeed(None)
-        d: Deferred[None] = Deferred(lambda d: self._drainingWaiters.remove(d))
-        self._drainingWaiters.append(d)
-        return d
+        return self._drainBegan.when()
 
     def stopAccepting(self) -> None:
         """
@@ -402,12 +399,7 @@ class DrainingFactory:
         if self._drainStarted is None:
             self._closeCode = RESTART_CLOSE if restarting else GOING_AWAY_CLOSE
             self._startDrain(timeout)
-        d: Deferred[DrainResult] = Deferred()
-        if self._result is not None:
-            d.callback(self._result)
-        else:
-            self._drained.append(d)
-        return d
+        return self._drained.when()
 
     def abortAll(self) -> None:
         """
@@ -447,9 +439,7 @@ class DrainingFactory:
         # drained ones.
         for protocol in list(self._connections):
             protocol.startDraining()
-        waiters, self._drainingWaiters = self._drainingWaiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._drainBegan.happen(None)
         if timeout is not None and self._connections:
             self._deadline = self._clock.callLater(timeout, self.abortAll)
         self._maybeDrained()
@@ -478,9 +468,7 @@ class DrainingFactory:
             abortedConnections=self._result.abortedConnections,
             phase="drain-finished",
         )
-        waiters, self._drained = self._drained, []
-        for waiter in waiters:
-            waiter.callback(self._result)
+        self._drained.happen(self._result)
 
     def _connectionLost(self, protocol: _TrackedChannelProtocol) -> None:
         self._connections.discard(protocol)

@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Iterable, MutableMapping, Sequence
 
 from twisted.application.service import IService, MultiService, Service
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -34,6 +34,7 @@ from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._inherit import Inheritance, encodeHandover
 from ._parent import ParentProcess
 from ._notify import Notifier
+from ._once import Once
 from ._pidfile import PidFile
 from ._report import Reporter
 from ._status import StatusFile, statusPathFor
@@ -339,7 +340,8 @@ class GracefulService(MultiService):
         self._argv = list(argv) if argv is not None else None
         self.hooks = ShutdownHooks(self._clock)
         self._stopping: Deferred[None] | None = None
-        self._drainingWaiters: list[Deferred[None]] = []
+        self._drainBegan: Once[None] = Once()
+        self._stopped: Once[None] = Once()
         self.drainResults: list[DrainResult] = []
         self.hookOutcomes: list[HookOutcome] = []
         self.inheritance: Inheritance | None = None
@@ -442,11 +444,7 @@ class GracefulService(MultiService):
         @return: A L{Deferred} that fires with L{None} when the drain begins,
             so that long-lived responses can finish early.
         """
-        if self._stopping is not None:
-            return succeed(None)
-        d: Deferred[None] = Deferred(lambda d: self._drainingWaiters.remove(d))
-        self._drainingWaiters.append(d)
-        return d
+        return self._drainBegan.when()
 
     @property
     def stopping(self) -> bool:
@@ -722,13 +720,8 @@ class GracefulService(MultiService):
                 self._restarter.stop()
             self._stopping = Deferred.fromCoroutine(self._stop())
             self._stopping.addErrback(lambda f: self._log.failure("Ordered stop failed", f))
-        d: Deferred[None] = Deferred()
-
-        def done(result: None) -> None:
-            d.callback(None)
-
-        self._stopping.addCallback(done)
-        return d
+            self._stopping.addCallback(self._stopped.happen)
+        return self._stopped.when()
 
     async def _stop(self) -> None:
         started = self._clock.seconds()
@@ -756,9 +749,7 @@ class GracefulService(MultiService):
         )
         for endpoint in endpoints:
             endpoint.stopAccepting()
-        waiters, self._drainingWaiters = self._drainingWaiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._drainBegan.happen(None)
         results = await DeferredList([e.drain(self._handedOver) for e in endpoints], consumeErrors=True)
         self.drainResults = [r for ok, r in results if ok]
         self.hookOutcomes = await self.hooks.run()
