@@ -1,0 +1,29 @@
+"""
+Every test runs in its own temporary directory, as trial runs its tests, so
+that relative paths (trial's C{mktemp()}, files a test forgets) never land in
+the checkout.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps its example database and caches in ./.hypothesis by
+# default: keep them out of the checkout, and forget them after the run.
+_hypothesisHome = tempfile.mkdtemp(prefix="hypothesis-")
+atexit.register(shutil.rmtree, _hypothesisHome, ignore_errors=True)
+set_hypothesis_home_dir(_hypothesisHome)
+settings.register_profile("checkout-clean", database=None)
+settings.load_profile("checkout-clean")
+
+
+@pytest.fixture(autouse=True)
+def _inTemporaryDirectory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
