@@ -74,9 +74,11 @@ class DrainHarness:
     connect raw clients to it, all on one L{MemoryReactorClock}.
     """
 
-    def __init__(self, idleGrace: float = 0.1, site: Site | None = None) -> None:
+    def __init__(
+        self, idleGrace: float = 0.1, site: Site | None = None, resource: HeldResource | None = None
+    ) -> None:
         self.clock = MemoryReactorClock()
-        self.resource = HeldResource()
+        self.resource = resource if resource is not None else HeldResource()
         self.site = site if site is not None else Site(self.resource, reactor=self.clock)
         self.factory = DrainingFactory(self.site, self.clock, name="test", idleGrace=idleGrace)
         self.factory.doStart()
@@ -103,3 +105,37 @@ class DrainHarness:
     def send(self, pump: iosim.IOPump, data: bytes) -> None:
         pump.client.transport.write(data)
         self.flush()
+
+
+class EchoResource(HeldResource):
+    """
+    Like L{HeldResource}, and any other method answers with the length of
+    the request body it read, so a test sees that the whole body arrived.
+    """
+
+    def render(self, request: Request) -> bytes | int:  # type: ignore[override]
+        if request.method in (b"GET", b"HEAD"):
+            return super().render_GET(request)
+        assert request.content is not None
+        return b"read %d" % (len(request.content.read()),)
+
+
+def rawRequest(method: str, path: str = "/", headers: str = "", body: bytes = b"") -> bytes:
+    """
+    A whole HTTP/1.1 request: C{headers} are extra header lines, each ending
+    in CRLF; a body gets a C{Content-Length} unless C{headers} frame it.
+    """
+    if body and "Content-Length" not in headers and "chunked" not in headers:
+        headers += f"Content-Length: {len(body)}\r\n"
+    return f"{method} {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode() + body
+
+
+def chunked(body: bytes, size: int = 1000) -> bytes:
+    """
+    C{body} in the chunked transfer coding.
+    """
+    out = b""
+    for i in range(0, len(body), size):
+        part = body[i : i + size]
+        out += b"%x\r\n%s\r\n" % (len(part), part)
+    return out + b"0\r\n\r\n"

@@ -20,7 +20,7 @@ from twisted_graceful._drain import (
 )
 from twisted_graceful._errors import UnsupportedSite
 
-from ._http import AT_LEAST_IDLE_GRACE, DrainHarness, request
+from ._http import AT_LEAST_IDLE_GRACE, DrainHarness, EchoResource, chunked, rawRequest, request
 
 DRAIN_TIMEOUT = 30.0
 AT_LEAST_DRAIN_TIMEOUT = DRAIN_TIMEOUT + 1
@@ -287,6 +287,117 @@ class DrainTests(SynchronousTestCase):
         self.h.connect()
         self.h.send(pump, request("/held"))
         self.assertEqual((self.h.factory.connectionCount(), self.h.factory.inFlightCount()), (2, 1))
+
+
+_BODY = bytes(range(256)) * 256  # 64 KiB
+
+
+class RequestShapeTests(SynchronousTestCase):
+    """
+    Whatever the shape of a request that arrives on a kept-alive connection
+    during the drain, it is answered in full with C{Connection: close}, the
+    connection closes after it, and the drain ends then, not at the deadline.
+    """
+
+    def setUp(self) -> None:
+        self.h = DrainHarness(resource=EchoResource())
+        self.client, self.pump = self.h.connect()
+        # The connection is kept alive by an answered request.
+        self.h.send(self.pump, request("/"))
+        self.assertEqual(len(self.client.responses()), 1)
+        self.drainStarted = self.h.clock.seconds()
+        self.drained = self.h.factory.drain(DRAIN_TIMEOUT)
+
+    def assertAnsweredAndClosed(self, expected: bytes, responses: int = 2) -> None:
+        """
+        The last response carries C{Connection: close} and C{expected} as its
+        body, the connection is closed, and the drain ended with no time
+        passing since the last request.
+        """
+        received = self.client.responses()
+        self.assertEqual(len(received), responses, received)
+        self.assertIn(b"Connection: close", received[-1])
+        for earlier in received[:-1]:
+            self.assertNotIn(b"Connection: close", earlier)
+        self.assertTrue(received[-1].endswith(b"\r\n\r\n" + expected), received[-1])
+        self.assertIsNotNone(self.client.closed, "the connection is still open")
+        result = self.successResultOf(self.drained)
+        self.assertEqual(
+            (result.abortedConnections, result.elapsed),
+            (0, self.h.clock.seconds() - self.drainStarted),
+        )
+
+    def test_get(self) -> None:
+        self.h.send(self.pump, request("/second"))
+        self.assertAnsweredAndClosed(b"fast")
+
+    def test_head(self) -> None:
+        self.h.send(self.pump, rawRequest("HEAD"))
+        self.assertAnsweredAndClosed(b"")
+
+    def test_postEmpty(self) -> None:
+        self.h.send(self.pump, rawRequest("POST", headers="Content-Length: 0\r\n"))
+        self.assertAnsweredAndClosed(b"read 0")
+
+    def test_postContentLength(self) -> None:
+        self.h.send(self.pump, rawRequest("POST", body=b"x" * 10))
+        self.assertAnsweredAndClosed(b"read 10")
+
+    def test_postChunked(self) -> None:
+        self.h.send(
+            self.pump,
+            rawRequest("POST", headers="Transfer-Encoding: chunked\r\n") + chunked(_BODY[:3000]),
+        )
+        self.assertAnsweredAndClosed(b"read 3000")
+
+    def test_put64KiB(self) -> None:
+        self.h.send(self.pump, rawRequest("PUT", body=_BODY))
+        self.assertAnsweredAndClosed(b"read 65536")
+
+    def test_expectContinue(self) -> None:
+        head = rawRequest("POST", headers=f"Content-Length: {len(_BODY)}\r\nExpect: 100-continue\r\n")
+        self.h.send(self.pump, head)
+        self.assertIn(b"HTTP/1.1 100 Continue", self.client.received)
+        self.h.send(self.pump, _BODY)
+        # The interim 100 response splits as a response of its own.
+        self.assertAnsweredAndClosed(b"read 65536", responses=3)
+
+    def test_pipelined(self) -> None:
+        self.h.send(
+            self.pump,
+            rawRequest("POST", body=b"abc") + request("/third") + rawRequest("PUT", body=b"de"),
+        )
+        self.assertAnsweredAndClosed(b"read 2", responses=4)
+
+    def test_uploadInProgress(self) -> None:
+        """
+        A body still arriving when the drain begins is read to its end and
+        answered.
+        """
+        h = DrainHarness(resource=EchoResource())
+        client, pump = h.connect()
+        h.send(pump, rawRequest("PUT", body=_BODY)[: -len(_BODY) // 2])
+        drained = h.factory.drain(DRAIN_TIMEOUT)
+        h.clock.advance(AT_LEAST_IDLE_GRACE)  # a slow client
+        h.send(pump, _BODY[-len(_BODY) // 2 :])
+        (response,) = client.responses()
+        self.assertIn(b"Connection: close", response)
+        self.assertTrue(response.endswith(b"read 65536"))
+        self.assertIsNotNone(client.closed)
+        self.assertTrue(self.successResultOf(drained).clean)
+
+    def test_keptBusy(self) -> None:
+        """
+        A client that sends a request with a body every 0.3 s does not keep
+        the connection open: its first request after the drain began closes
+        it.
+        """
+        for _ in range(3):
+            if self.client.closed is not None:
+                break
+            self.h.clock.advance(0.3 * self.h.factory._idleGrace)
+            self.h.send(self.pump, rawRequest("POST", body=b"tick"))
+        self.assertAnsweredAndClosed(b"read 4")
 
 
 class AccessLogTests(SynchronousTestCase):

@@ -140,8 +140,10 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         # requests: HTTPChannel._dataBuffer holds them while a request is in
         # flight, LineReceiver._buffer while this request is being parsed.
         # They must be answered, so the connection stays open for them; the
-        # last of them is answered with Connection: close.
-        if not (self._dataBuffer or self._buffer):
+        # last of them is answered with Connection: close.  The end of a
+        # request body leaves an empty chunk in _dataBuffer: only bytes
+        # count.
+        if not (any(self._dataBuffer) or self._buffer):
             self.persistent = False
             if isinstance(headers, Headers):
                 headers.setRawHeaders(b"Connection", [b"close"])
