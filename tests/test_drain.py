@@ -17,10 +17,20 @@ from twisted_graceful._drain import (
     DrainResult,
     _DrainingHTTPChannel,
     _TrackedChannelProtocol,
+    isDraining,
+    whenDraining,
 )
 from twisted_graceful._errors import UnsupportedSite
 
-from ._http import AT_LEAST_IDLE_GRACE, DrainHarness, EchoResource, chunked, rawRequest, request
+from ._http import (
+    AT_LEAST_IDLE_GRACE,
+    DrainHarness,
+    EchoResource,
+    HeldResource,
+    chunked,
+    rawRequest,
+    request,
+)
 
 DRAIN_TIMEOUT = 30.0
 AT_LEAST_DRAIN_TIMEOUT = DRAIN_TIMEOUT + 1
@@ -442,8 +452,55 @@ class AccessLogTests(SynchronousTestCase):
 
 class SiteCheckTests(SynchronousTestCase):
     """
-    L{DrainingFactory} refuses a site whose protocol it cannot own.
+    L{DrainingFactory} refuses a site whose protocol it cannot own, and
+    leaves the site it serves as it found it.
     """
+
+    def test_siteUntouched(self) -> None:
+        """
+        The factory does not change the site: one site can be served by two
+        factories (two endpoints), each tracking and draining only its own
+        connections.
+        """
+        clock = MemoryReactorClock()
+        resource = HeldResource()
+        site = Site(resource, reactor=clock)
+        before = dict(vars(site))
+        first = DrainHarness(site=site)
+        second = DrainHarness(site=site)
+        first.resource = second.resource = resource
+        # Only what starting any site sets.
+        self.assertEqual(set(vars(site)) - set(before), {"_logFile", "numPorts"})
+        self.assertNotIn("protocol", vars(site))
+        client1, pump1 = first.connect()
+        client2, pump2 = second.connect()
+        first.send(pump1, request("/held"))
+        second.send(pump2, request("/held"))
+        held1, held2 = resource.held
+        self.assertEqual((first.factory.inFlightCount(), second.factory.inFlightCount()), (1, 1))
+        self.assertIs(held1.channel.site, site)
+        self.assertIs(held1.channel.requestFactory, site.requestFactory)
+
+        draining = whenDraining(held2)
+        first.factory.drain(DRAIN_TIMEOUT)
+        self.assertTrue(isDraining(held1))
+        self.assertFalse(isDraining(held2))
+        self.assertNoResult(draining)
+        resource.finishAll()
+        first.flush()
+        second.flush()
+        self.assertIn(b"Connection: close", client1.received)
+        self.assertNotIn(b"Connection: close", client2.received)
+        self.assertIsNone(client2.closed)
+
+    def test_customBuildProtocol(self) -> None:
+        class Custom(Site):
+            def buildProtocol(self, addr: object) -> object:
+                return super().buildProtocol(addr)
+
+        with self.assertRaises(UnsupportedSite) as caught:
+            DrainingFactory(Custom(Resource()), MemoryReactorClock())
+        self.assertIn("custom 'buildProtocol'", str(caught.exception))
 
     def test_customProtocol(self) -> None:
         site = Site(Resource())
@@ -466,6 +523,24 @@ class PrivateTwistedNamesTests(SynchronousTestCase):
         self.assertIsInstance(protocol, http._GenericHTTPChannelProtocol)
         self.assertIsInstance(protocol._channel, http.HTTPChannel)
         self.assertIs(Site.protocol, http._genericHTTPChannelProtocolFactory)
+
+    def test_siteBuildProtocol(self) -> None:
+        """
+        L{Site.buildProtocol} sets on the protocol exactly what
+        L{DrainingFactory.buildProtocol} sets, to the same values.
+        """
+        clock = MemoryReactorClock()
+        site = Site(Resource(), reactor=clock)
+        built = site.buildProtocol(None)
+        ours = DrainingFactory(site, clock).buildProtocol(None)
+        names = ("_factory", "_callLater", "_timeOut", "_requestFactory", "_site")
+        self.assertEqual({k for k in vars(built) if k != "_channel"}, set(names))
+        for name in names:
+            self.assertEqual(getattr(ours, name), getattr(built, name), name)
+        self.assertEqual(
+            {k: v for k, v in vars(ours._channel).items() if k != "_tracker"},
+            vars(built._channel),
+        )
 
     def test_waitingForTransport(self) -> None:
         channel = http.HTTPChannel()

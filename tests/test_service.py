@@ -120,6 +120,22 @@ class GracefulSiteServiceTests(SynchronousTestCase):
         self.assertIs(factory, endpoint.factory)
         self.assertTrue(self.h.binder.bound[0].closed)
 
+    def test_oneSiteOnTwoEndpoints(self) -> None:
+        """
+        One site can be served on two endpoints; each endpoint drains its
+        own connections.
+        """
+        site = Site(HeldResource(), reactor=self.h.reactor)
+        first = self.h.service.addEndpoint("tcp:8080", site)
+        second = self.h.service.addEndpoint("tcp:8081", site)
+        self.h.service.privilegedStartService()
+        self.assertEqual(
+            [factory for _, _, factory in self.h.reactor.adoptedPorts],
+            [first.factory, second.factory],
+        )
+        self.h.connect(first)
+        self.assertEqual((first.factory.connectionCount(), second.factory.connectionCount()), (1, 0))
+
     def test_startServiceListensWithoutPrivilegedStart(self) -> None:
         """
         A service started without L{privilegedStartService} (outside

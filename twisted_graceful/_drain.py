@@ -197,6 +197,13 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         self._tracker._connections.add(self)
         super().makeConnection(transport)
 
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        # The first bytes switch to HTTP/2 if ALPN chose it: the new channel
+        # learns its tracker too, for whenDraining(request).
+        if not hasattr(self._channel, "_tracker"):
+            self._channel._tracker = self._tracker
+
     def connectionLost(self, reason: Any) -> None:
         try:
             super().connectionLost(reason)
@@ -278,8 +285,9 @@ class DrainingFactory:
     """
     Serve a L{Site} and drain it on demand.
 
-    Listen with this factory instead of the site.  The site's C{protocol} is
-    replaced so that every connection is tracked; the site itself is started
+    Listen with this factory instead of the site.  It builds the protocol of
+    each connection as the site would, tracked; the site itself is not
+    changed, so one site can be served by several factories.  It is started
     and stopped through this factory, and stays started until the drain ends
     so that its access log records the responses completed while draining.
 
@@ -313,8 +321,12 @@ class DrainingFactory:
                 "Twisted's default HTTP channel to track connections. Remove the "
                 "customisation, or override the site's requestFactory instead."
             )
-        self._site.protocol = self._buildChannelProtocol  # type: ignore[method-assign]
-        self._site._twistedGracefulFactory = self  # type: ignore[attr-defined]
+        if type(self._site).buildProtocol is not Site.buildProtocol:
+            raise UnsupportedSite(
+                f"{self._site!r} has a custom 'buildProtocol'; DrainingFactory builds "
+                "the protocol of each connection itself to track it. Remove the "
+                "override, or override the site's requestFactory instead."
+            )
 
     @property
     def site(self) -> Site:
@@ -330,22 +342,35 @@ class DrainingFactory:
         """
         return self._drainStarted is not None
 
-    def _buildChannelProtocol(self) -> _TrackedChannelProtocol:
-        channel = _DrainingHTTPChannel()
-        channel._tracker = self
-        protocol = _TrackedChannelProtocol(channel)
-        protocol._tracker = self
-        return protocol
-
     # IProtocolFactory
 
     def logPrefix(self) -> str:
         return "twisted_graceful"
 
     def buildProtocol(self, addr: IAddress) -> Any:
+        """
+        Build the protocol the site would build, tracked by this factory.
+
+        The site is left untouched, so that it can be served by several
+        factories (one per endpoint), each tracking its own connections.
+        """
         if not self._accepting:
             return None
-        return self._site.buildProtocol(addr)
+        channel = _DrainingHTTPChannel()
+        channel._tracker = self
+        protocol = _TrackedChannelProtocol(channel)
+        protocol._tracker = self
+        # What Site.buildProtocol and HTTPFactory.buildProtocol set on the
+        # protocol they build; the generic protocol hands each to the
+        # channel it switches to after ALPN.  Pinned by
+        # PrivateTwistedNamesTests.test_siteBuildProtocol.
+        site = self._site
+        protocol.factory = site
+        protocol.callLater = site.reactor.callLater
+        protocol.timeOut = site.timeOut
+        protocol.requestFactory = site.requestFactory
+        protocol.site = site
+        return protocol
 
     def doStart(self) -> None:
         self._site.doStart()
@@ -483,8 +508,11 @@ class DrainingFactory:
 
 
 def _factoryFor(request: Any) -> DrainingFactory | None:
-    site = getattr(getattr(request, "channel", None), "site", None)
-    return getattr(site, "_twistedGracefulFactory", None)
+    channel = getattr(request, "channel", None)
+    # PRIVATE: an HTTP/2 request's channel is its H2Stream, whose _conn is
+    # the H2Connection the tracked protocol marked.
+    channel = getattr(channel, "_conn", channel)
+    return getattr(channel, "_tracker", None)
 
 
 def whenDraining(request: Any) -> Deferred[None]:
