@@ -4,14 +4,13 @@ Tests for L{twisted_graceful._endpoint}.
 
 from __future__ import annotations
 
-import os
 import socket
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful import BadEndpoint
-from twisted_graceful._endpoint import _bindMessage, parseEndpoint
+from twisted_graceful._endpoint import ListenAddress, _bindMessage, _parseCommon, _parseWithTwisted, parseEndpoint
 
 
 class ParseEndpointTests(SynchronousTestCase):
@@ -97,34 +96,6 @@ class FastPathAgreesWithTwistedTests(SynchronousTestCase):
     what Twisted's own parser gives, for any description.
     """
 
-    def viaTwisted(self, text: str) -> object:
-        from twisted.internet.endpoints import serverFromString
-        from twisted.internet.protocol import Factory
-        from twisted.internet.testing import MemoryReactor
-
-        recorder = MemoryReactor()
-        try:
-            serverFromString(recorder, text).listen(Factory())
-        except Exception:
-            return None
-        if recorder.tcpServers:
-            from twisted_graceful._endpoint import _inetFamily
-
-            port, _, backlog, interface = recorder.tcpServers[0]
-            return (port, backlog, _inetFamily(interface)[1])
-        address, _, backlog, mode, _ = recorder.unixServers[0]
-        return (address, backlog, mode)
-
-    def viaFastPath(self, text: str) -> object:
-        from twisted_graceful._endpoint import _parseCommon
-
-        address = _parseCommon(text, text)
-        if address is None:
-            return None
-        if address.family == socket.AF_UNIX:
-            return (address.address, address.backlog, address.unixMode)
-        return (address.address[1], address.backlog, address.address[0])
-
     @settings(max_examples=300, deadline=None)
     @given(
         st.sampled_from(["tcp", "tcp6", "unix"]),
@@ -137,20 +108,33 @@ class FastPathAgreesWithTwistedTests(SynchronousTestCase):
             max_size=4,
         ),
     )
+    # Every default, and each parameter by position and by name.
+    @example("tcp", ["80"])
+    @example("tcp6", ["80"])
+    @example("unix", ["a.sock"])
+    @example("tcp", ["80", "127.0.0.1", "7"])
+    @example("tcp6", ["80", "7", r"\:\:1"])
+    @example("unix", ["a.sock", "600", "7", "0"])
+    @example("tcp", ["port=80", "backlog=7", "interface=127.0.0.1"])
+    @example("unix", ["address=a.sock", "backlog=7", "mode=600"])
     def test_agree(self, kind: str, parts: list[str]) -> None:
+        """
+        Every description the fast path accepts parses to the same
+        L{ListenAddress} (identity, family, address, backlog, mode) through
+        Twisted's parser; every description it refuses, Twisted refuses too.
+        """
         text = ":".join([kind, *parts])
-        twisted = self.viaTwisted(text)
-        fast = self.viaFastPath(text)
-        if fast is not None:
-            if kind == "unix" and isinstance(twisted, tuple):
-                twisted = (os.path.abspath(twisted[0]), twisted[1], twisted[2])
-        else:
+        fast = _parseCommon(text, text)
+        try:
+            twisted: ListenAddress | None = _parseWithTwisted(text, text)
+        except BadEndpoint:
+            twisted = None
+        if fast is None:
             self.assertIsNone(twisted, f"{text}: the fast path refused what Twisted accepts")
+        else:
             self.assertEqual(fast, twisted, text)
 
     def test_interfaceAgrees(self) -> None:
-        from twisted_graceful._endpoint import _parseCommon
-
         for text, host in [("tcp:80", "0.0.0.0"), ("tcp:80:interface=10.0.0.1", "10.0.0.1"), ("tcp6:80", "::"),
                            (r"tcp6:80:interface=\:\:1", "::1"), ("tcp:80:127.0.0.1:7", "127.0.0.1")]:
             address = _parseCommon(text, text)

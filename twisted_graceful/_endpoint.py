@@ -85,8 +85,18 @@ def parseEndpoint(description: str) -> ListenAddress:
     fast = _parseCommon(description, text)
     if fast is not None:
         return fast
-    # Everything else, and every error message, from Twisted's own parser
-    # (imported only now: it brings the TLS stack, which costs start-up time).
+    return _parseWithTwisted(description, text)
+
+
+def _parseWithTwisted(description: str, text: str) -> ListenAddress:
+    """
+    Parse C{text} with Twisted's own endpoint parser (imported only now: it
+    brings the TLS stack, which costs start-up time), which also gives every
+    error message.
+
+    @raise BadEndpoint: The description does not parse, or names another
+        kind of endpoint.
+    """
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
 
