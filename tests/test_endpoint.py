@@ -4,13 +4,28 @@ Tests for L{twisted_graceful._endpoint}.
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
+import sys
+from unittest import SkipTest, skipIf
 
 from hypothesis import example, given, settings, strategies as st
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
 
-from twisted_graceful import BadEndpoint
-from twisted_graceful._endpoint import ListenAddress, _bindMessage, _parseCommon, _parseWithTwisted, parseEndpoint
+from twisted_graceful import BadEndpoint, GracefulSiteService, ListenFailed
+from twisted_graceful._endpoint import (
+    ListenAddress,
+    _bindMessage,
+    _parseCommon,
+    _parseWithTwisted,
+    adoptSocket,
+    bindSocket,
+    parseEndpoint,
+)
 
 
 class ParseEndpointTests(SynchronousTestCase):
@@ -140,3 +155,120 @@ class FastPathAgreesWithTwistedTests(SynchronousTestCase):
             address = _parseCommon(text, text)
             assert address is not None
             self.assertEqual(address.address[0], host, text)
+
+
+def listenBacklog(sock: socket.socket) -> int:
+    """
+    The listen queue length the kernel gives the listening TCP socket
+    C{sock}, read by C{inet_diag} as C{ss -l} shows it (Send-Q).
+    """
+    NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLMSG_DONE, TCP_LISTEN = 4, 20, 3, 10
+    family, port = sock.family, sock.getsockname()[1]
+    request = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, 1 << TCP_LISTEN) + bytes(48)
+    header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, 0x301, 1, 0)
+    found: list[int] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as netlink:
+        netlink.send(header + request)
+        while True:
+            data, offset = netlink.recv(1 << 16), 0
+            while offset < len(data):
+                length, kind = struct.unpack_from("=IH", data, offset)
+                if kind == NLMSG_DONE:
+                    assert len(found) == 1, f"{len(found)} listening sockets on port {port}"
+                    return found[0]
+                # inet_diag_msg: family..retrans, sockid (sport first), expires, rqueue, wqueue.
+                (sport,) = struct.unpack_from("!H", data, offset + 20)
+                (wqueue,) = struct.unpack_from("=I", data, offset + 16 + 4 + 48 + 8)
+                if sport == port:
+                    found.append(wqueue)
+                offset += (length + 3) & ~3
+
+
+class AdoptedPort:
+    """
+    A port adopted as Twisted's reactor adopts one: it holds its own socket
+    object for a duplicate of the descriptor (C{Port.socket}).
+    """
+
+    def __init__(self, fileno: int, family: socket.AddressFamily) -> None:
+        self.socket = socket.fromfd(fileno, family, socket.SOCK_STREAM)
+
+    def getHost(self) -> IPv4Address:
+        host, port = self.socket.getsockname()[:2]
+        return IPv4Address("TCP", host, port)
+
+
+class AdoptingReactor:
+    """
+    Adopts listening descriptors into L{AdoptedPort}s.
+    """
+
+    def __init__(self) -> None:
+        self.ports: list[AdoptedPort] = []
+
+    def adoptStreamPort(self, fileno: int, family: socket.AddressFamily, factory: object) -> AdoptedPort:
+        port = AdoptedPort(fileno, family)
+        self.ports.append(port)
+        return port
+
+    def close(self) -> None:
+        for port in self.ports:
+            port.socket.close()
+
+
+@skipIf(not sys.platform.startswith("linux"), "reads the listen queue through Linux's inet_diag")
+class BacklogTests(SynchronousTestCase):
+    """
+    C{backlog=} sets the kernel's listen queue of the socket, on the first
+    start and after a restart that changed it; Twisted's default is 50.
+    """
+
+    def bound(self, description: str) -> socket.socket:
+        sock = bindSocket(parseEndpoint(description))
+        self.addCleanup(sock.close)
+        return sock
+
+    def test_bound(self) -> None:
+        self.assertEqual(listenBacklog(self.bound("tcp:0:interface=127.0.0.1:backlog=7")), 7)
+        self.assertEqual(listenBacklog(self.bound("tcp:0:interface=127.0.0.1")), 50)
+
+    def test_boundIPv6(self) -> None:
+        if not socket.has_ipv6:
+            raise SkipTest("no IPv6")
+        try:
+            sock = self.bound(r"tcp6:0:interface=\:\:1:backlog=9")
+        except ListenFailed:
+            raise SkipTest("no ::1")
+        self.assertEqual(listenBacklog(sock), 9)
+
+    def test_inheritedGetsNewBacklog(self) -> None:
+        """
+        A successor whose C{backlog=} differs from its predecessor's sets it
+        on the socket it inherited.
+        """
+        old = self.bound("tcp:0:interface=127.0.0.1:backlog=5")
+        port = old.getsockname()[1]
+        reactor = AdoptingReactor()
+        self.addCleanup(reactor.close)
+        adoptSocket(reactor, parseEndpoint(f"tcp:{port}:interface=127.0.0.1:backlog=9"), old.fileno(), Factory(),
+                    applyBacklog=True)
+        self.assertEqual(listenBacklog(old), 9)
+
+    def test_serviceAppliesBacklog(self) -> None:
+        """
+        L{GracefulSiteService} sets its backlog on a socket from a
+        predecessor, and keeps the one systemd gave a socket it passed
+        (C{Backlog=} of the socket unit).
+        """
+        for fromSystemd, expected in [(False, 9), (True, 5)]:
+            old = self.bound("tcp:0:interface=127.0.0.1:backlog=5")
+            reactor = AdoptingReactor()
+            self.addCleanup(reactor.close)
+            service = GracefulSiteService(
+                f"tcp:{old.getsockname()[1]}:interface=127.0.0.1:backlog=9", Resource(), reactor=reactor
+            )
+            self.patch(service, "_closeFileno", lambda fileno: None)
+            service.inheritedFileno, service.fromSystemd = os.dup(old.fileno()), fromSystemd
+            self.addCleanup(os.close, service.inheritedFileno)
+            service.privilegedStartService()
+            self.assertEqual(listenBacklog(old), expected, f"fromSystemd={fromSystemd}")

@@ -371,17 +371,29 @@ def adoptSocket(
     address: ListenAddress,
     fileno: int,
     factory: IProtocolFactory,
+    *,
+    applyBacklog: bool = False,
 ) -> IListeningPort:
     """
     Serve C{factory} on the non-blocking listening socket C{fileno} (which
     stays open and is not closed here: the reactor listens on its own
     duplicate).  An C{ssl:} address wraps the factory in TLS.
+
+    @param applyBacklog: Set the socket's listen queue to the address's
+        C{backlog} (for a socket bound by a predecessor with another
+        C{backlog=}); a socket bound here has it already.
     """
     if address.tlsContextFactory is not None:
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
         factory = TLSMemoryBIOFactory(address.tlsContextFactory, False, factory)
-    return reactor.adoptStreamPort(fileno, address.family, factory)  # type: ignore[arg-type]
+    port = reactor.adoptStreamPort(fileno, address.family, factory)  # type: ignore[arg-type]
+    sock = getattr(port, "socket", None)
+    if applyBacklog and address.backlog > 0 and sock is not None:
+        # listen() on a listening socket only sets its queue length; the
+        # predecessor, which shares the socket, goes on accepting.
+        sock.listen(address.backlog)
+    return port
 
 
 def boundAddress(port: IListeningPort) -> str:

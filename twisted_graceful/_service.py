@@ -69,6 +69,9 @@ class GracefulSiteService(Service):
         connections are aborted; L{None} waits for ever.
     @ivar inheritedFileno: A listening socket to adopt instead of binding a
         new one (set by a L{GracefulService} that inherited it), or L{None}.
+    @ivar fromSystemd: C{inheritedFileno} was passed by systemd, whose
+        C{Backlog=} it keeps; a socket from a predecessor gets this
+        endpoint's C{backlog}.
     """
 
     _log = Logger()
@@ -109,6 +112,7 @@ class GracefulSiteService(Service):
         self.site = site
         self.shutdownTimeout = shutdownTimeout
         self.inheritedFileno: int | None = None
+        self.fromSystemd = False
         self.port: IListeningPort | None = None
         self.factory = DrainingFactory(site, self._clock, name=self.address.description, idleGrace=idleGrace)
         self._socket: socket.socket | Any = None
@@ -182,7 +186,9 @@ class GracefulSiteService(Service):
                 # The reactor would hang inside accept() on a blocking socket
                 # (systemd passes them blocking).
                 self._setNonBlocking(fileno)
-                self.port = adoptSocket(reactor, self.address, fileno, self.factory)
+                self.port = adoptSocket(
+                    reactor, self.address, fileno, self.factory, applyBacklog=not self.fromSystemd
+                )
             finally:
                 self._closeFileno(fileno)
             how = "inherited"
@@ -496,6 +502,7 @@ class GracefulService(MultiService):
                 continue
             waiting.remove(endpoint)
             endpoint.inheritedFileno = passed.fileno
+            endpoint.fromSystemd = True
             self._log.info(
                 "Using the socket systemd passed for {endpoint}",
                 endpoint=endpoint.address.description,
