@@ -4,8 +4,10 @@ Tests for L{twisted_graceful._drain}.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
-from twisted.logger import globalLogPublisher
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial import unittest
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web import http
@@ -218,6 +220,26 @@ class DrainTests(SynchronousTestCase):
             ("test", 1, "warn"),
         )
 
+    def test_deadlineBetweenRequests(self) -> None:
+        """
+        A kept-alive connection reset at the deadline between two requests
+        is counted as aborted, and the drain is not clean, though no request
+        was cut; the log says so.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = DrainHarness(idleGrace=10.0)
+        client, pump = h.connect()
+        h.send(pump, request("/"))
+        d = h.factory.drain(1.0)
+        h.clock.advance(1.0)
+        h.flush()
+        self.assertIsNotNone(client.closed)
+        result = self.successResultOf(d)
+        self.assertEqual((result.abortedConnections, result.abortedRequests), (1, 0))
+        self.assertFalse(result.clean)
+        (finished,) = [e for e in events if e.get("phase") == "drain-finished"]
+        self.assertIn("1 connections aborted", formatEvent(finished))
+
     def test_abortAllCutsShort(self) -> None:
         """
         L{DrainingFactory.abortAll} ends a drain at once and counts the cut.
@@ -408,6 +430,175 @@ class RequestShapeTests(SynchronousTestCase):
             self.h.clock.advance(0.3 * self.h.factory._idleGrace)
             self.h.send(self.pump, rawRequest("POST", body=b"tick"))
         self.assertAnsweredAndClosed(b"read 4")
+
+
+class _Echo:
+    """
+    A WebSocket that echoes text, for L{twisted.web.websocket}.
+    """
+
+    def negotiationStarted(self, transport: Any) -> None:
+        self.transport = transport
+
+    def negotiationFinished(self) -> None:
+        pass
+
+    def pongReceived(self, payload: bytes) -> None:
+        pass
+
+    def textMessageReceived(self, message: str) -> None:
+        self.transport.sendTextMessage(message)
+
+    def bytesMessageReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: object) -> None:
+        pass
+
+
+class _EchoFactory:
+    def buildProtocol(self, request: object) -> _Echo:
+        return _Echo()
+
+
+class ConnectionStateTests(SynchronousTestCase):
+    """
+    One connection's state or error never stops the drain of the others: it
+    is logged and counted, and the drain goes on.
+    """
+
+    def setUp(self) -> None:
+        try:
+            from twisted.web.websocket import WebSocketResource
+            from wsproto import ConnectionType, WSConnection
+        except ImportError:
+            raise unittest.SkipTest("twisted[websocket] is not installed")
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        held = EchoResource()
+        root = Resource()
+        root.putChild(b"held", held)
+        root.putChild(b"ws", WebSocketResource(_EchoFactory()))  # type: ignore[arg-type]
+        self.h = DrainHarness(site=Site(root))
+        self.h.resource = held
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.wsClient, self.wsPump = self.h.connect()
+
+    def openWebSocket(self) -> None:
+        from wsproto.events import AcceptConnection, Request
+
+        self.h.send(self.wsPump, self.ws.send(Request(host="test", target="/ws")))
+        self.ws.receive_data(self.wsClient.received)
+        self.wsClient.received = b""
+        self.assertIsInstance(next(self.ws.events()), AcceptConnection)
+
+    def test_closedWebSocketWithOpenSocket(self) -> None:
+        """
+        A WebSocket whose close handshake is done but whose socket is still
+        open (TLS waits for its own close) is left to close: no close frame
+        is sent in the closed state, and the drain of a request in flight on
+        another connection goes on to its end.
+        """
+        from wsproto.connection import ConnectionState
+        from wsproto.events import CloseConnection
+
+        self.openWebSocket()
+        (wsServer,) = self.h.factory._connections
+        transport = wsServer.currentChannel.transport
+        # What a TLS transport does until the peer answers its close_notify.
+        transport.loseConnection = lambda: None
+        self.h.send(self.wsPump, self.ws.send(CloseConnection(code=1000)))
+        self.ws.receive_data(self.wsClient.received)
+        list(self.ws.events())
+        self.assertEqual(self.ws.state, ConnectionState.CLOSED)
+        self.wsClient.received = b""
+
+        other, pump = self.h.connect()
+        self.h.send(pump, request("/held"))
+        drained = self.h.factory.drain(DRAIN_TIMEOUT)
+        self.assertEqual(self.wsClient.received, b"")
+        self.assertEqual([e for e in self.events if e.get("log_failure")], [])
+        self.h.resource.finishAll(b"slow body")
+        self.h.flush()
+        self.assertIn(b"slow body", other.received)
+        del transport.loseConnection
+        transport.loseConnection()
+        self.h.flush()
+        result = self.successResultOf(drained)
+        self.assertEqual((result.completed, result.abortedConnections), (1, 0))
+
+    def test_openWebSocketClosedWithRestartCode(self) -> None:
+        """
+        An open WebSocket gets a close frame with 1012 (service restart) when
+        the drain is part of a restart, and the drain ends when the client
+        answers it.
+        """
+        from wsproto.events import CloseConnection
+
+        self.openWebSocket()
+        drained = self.h.factory.drain(DRAIN_TIMEOUT, restarting=True)
+        self.h.flush()
+        self.ws.receive_data(self.wsClient.received)
+        (event,) = self.ws.events()
+        self.assertIsInstance(event, CloseConnection)
+        self.assertEqual(event.code, 1012)
+        self.h.flush()
+        self.assertTrue(self.successResultOf(drained).clean)
+
+    def test_errorInOneConnection(self) -> None:
+        """
+        A connection that fails to start draining is logged, aborted and
+        counted; the others drain as usual and the drain is not clean.
+        """
+        broken, brokenPump = self.h.connect()
+        self.h.send(brokenPump, request("/held"))
+        other, pump = self.h.connect()
+        self.h.send(pump, request("/held"))
+        brokenProtocol = [p for p in self.h.factory._connections if p.inFlight()][0]
+
+        def explode() -> None:
+            raise RuntimeError("a state nobody expected")
+
+        brokenProtocol.startDraining = explode  # type: ignore[method-assign]
+        drained = self.h.factory.drain(DRAIN_TIMEOUT)
+        self.h.flush()
+        # The aborted connection's request learnt of its end.
+        self.h.resource.held = [r for r in self.h.resource.held if not r._disconnected]
+        self.h.resource.finishAll(b"slow body")
+        self.h.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        (failed,) = [e for e in self.events if e.get("phase") == "drain-error"]
+        self.assertEqual(failed["endpoint"], "test")
+        self.assertIsNotNone(broken.closed)
+        self.assertEqual(sum(b"slow body" in c.received for c in (broken, other)), 1)
+        self.h.clock.advance(AT_LEAST_IDLE_GRACE)  # the idle one closes
+        self.h.flush()
+        result = self.successResultOf(drained)
+        self.assertEqual((result.completed, result.abortedConnections, result.abortedRequests), (1, 1, 1))
+        self.assertFalse(result.clean)
+
+    def test_errorInOneAbort(self) -> None:
+        """
+        At the deadline, a connection whose abort fails does not keep the
+        others from being aborted.
+        """
+        clients = []
+        for _ in range(3):
+            client, pump = self.h.connect()
+            self.h.send(pump, request("/held"))
+            clients.append(client)
+
+        def explode() -> None:
+            raise RuntimeError("abort failed")
+
+        first = [p for p in self.h.factory._connections if p.inFlight()][0]
+        first.abort = explode  # type: ignore[method-assign]
+        drained = self.h.factory.drain(DRAIN_TIMEOUT)
+        self.h.clock.advance(AT_LEAST_DRAIN_TIMEOUT)
+        self.h.flush()
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(sum(c.closed is not None for c in clients), 2)
+        self.assertNoResult(drained)
+        self.assertEqual(self.h.factory.connectionCount(), 1)
 
 
 class AccessLogTests(SynchronousTestCase):

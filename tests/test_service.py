@@ -8,7 +8,7 @@ import signal
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 from twisted.test import iosim
@@ -331,6 +331,29 @@ class OrderedStopTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(calls, ["hook"])
         self.assertEqual(self.h.service.drainResults[0].abortedRequests, 1)
+
+    def test_oneDrainFails(self) -> None:
+        """
+        An endpoint whose drain fails is logged; the other endpoint drains,
+        the hooks run, and the stop is not reported clean.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        calls: list[str] = []
+        self.h.service.addShutdownHook(calls.append, "hook")
+        client = self.h.connect(self.b)
+        self.h.send(client, request("/held"))
+        self.a.drain = lambda *a: fail(RuntimeError("drain broke"))  # type: ignore[method-assign]
+        d = self.h.service.stopService()
+        self.h.resources[1].finishAll()
+        self.h.flush()
+        self.successResultOf(d)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+        self.assertEqual(calls, ["hook"])
+        self.assertEqual([r.completed for r in self.h.service.drainResults], [1])
+        (failed,) = [e for e in events if e.get("phase") == "drain-error"]
+        self.assertEqual(failed["endpoint"], "8080")
+        (stopped,) = [e for e in events if e.get("phase") == "stopped"]
+        self.assertEqual((stopped["completed"], stopped["drainErrors"]), (1, 1))
 
     def test_whenDraining(self) -> None:
         """

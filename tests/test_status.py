@@ -74,12 +74,24 @@ class ReporterTests(SynchronousTestCase):
         self.assertEqual((status["state"], status["lastRestart"]["outcome"]), ("serving", "failed"))
         self.assertEqual(self.keys()[-1], ["READY"])
 
+    def test_stoppedWithFailedDrain(self) -> None:
+        """
+        A drain that failed makes the stop unclean, whatever the others did.
+        """
+        self.reporter.draining(0.0)
+        self.reporter.stopped([DrainResult("e", 1, 1, 1, 0, 0, 1.0)], failed=1)
+        status = readStatus(self.path)
+        assert status is not None
+        self.assertFalse(status["drain"]["clean"])
+
     def test_stopped(self) -> None:
         self.reporter.draining(0.0)
         self.reporter.stopped([DrainResult("e", 1, 1, 0, 1, 1, 1.0)])
         status = readStatus(self.path)
         assert status is not None
-        self.assertEqual(status["drain"], {"completed": 0, "aborted": 1, "clean": False})
+        self.assertEqual(
+            status["drain"], {"completed": 0, "aborted": 1, "abortedConnections": 1, "clean": False}
+        )
         self.assertEqual(self.keys(), [["STOPPING"], []])
 
 

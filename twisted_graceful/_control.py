@@ -121,7 +121,8 @@ def stop(pidFile: str, timeout: float, out: Callable[[str], None]) -> int:
         return OK
     out(
         f"pid {pid} stopped: the drain was cut at its deadline ({drain.get('aborted', 0)} requests "
-        f"aborted, {drain.get('completed', 0)} completed)."
+        f"aborted, {drain.get('abortedConnections', 0)} connections aborted, "
+        f"{drain.get('completed', 0)} completed)."
     )
     return CUT
 

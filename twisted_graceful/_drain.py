@@ -106,13 +106,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         """
         upgraded = vars(self).get("dataReceived")
         if upgraded is not None:
-            # PRIVATE: twisted.web.websocket upgrades a channel by replacing
-            # its dataReceived with the bound method of its wire protocol,
-            # whose loseConnection(code, reason) sends a close frame.
-            wire = getattr(upgraded, "__self__", None)
-            if wire is not None and callable(getattr(wire, "loseConnection", None)):
-                code, reason = self._tracker._closeCode
-                wire.loseConnection(code, reason)
+            _closeUpgraded(getattr(upgraded, "__self__", None), self._tracker._closeCode)
             return
         self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
         self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
@@ -182,6 +176,26 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             self._idleCall.cancel()
             self._idleCall = None
         super().connectionLost(reason)
+
+
+def _closeUpgraded(wire: Any, closeCode: tuple[int, str]) -> None:
+    """
+    Start the close of a channel upgraded to a WebSocket, unless its close
+    has begun already.
+    """
+    # PRIVATE: twisted.web.websocket upgrades a channel by replacing its
+    # dataReceived with the bound method of its wire protocol, whose
+    # loseConnection(code, reason) sends a close frame and whose _wsconn is
+    # the wsproto connection.  Once either side has sent its close frame
+    # (wsproto's state is no longer OPEN) the close is under way: a TLS
+    # socket can stay open after the handshake, until its own close is done.
+    if wire is None or not callable(getattr(wire, "loseConnection", None)):
+        return
+    state = getattr(getattr(wire, "_wsconn", None), "state", None)
+    if state is not None and getattr(state, "name", None) != "OPEN":
+        return
+    code, reason = closeCode
+    wire.loseConnection(code, reason)
 
 
 class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
@@ -447,7 +461,12 @@ class DrainingFactory:
             phase="drain-aborted",
         )
         for protocol in list(self._connections):
-            protocol.abort()
+            try:
+                protocol.abort()
+            except Exception:
+                self._log.failure(
+                    "Aborting a connection of {endpoint} failed", endpoint=self.name, phase="drain-error"
+                )
 
     def _startDrain(self, timeout: float | None) -> None:
         self._drainStarted = self._clock.seconds()
@@ -465,11 +484,31 @@ class DrainingFactory:
         # ends when it hears of the drain are answered (and counted) as
         # drained ones.
         for protocol in list(self._connections):
-            protocol.startDraining()
+            try:
+                protocol.startDraining()
+            except Exception:
+                self._drainFailed(protocol)
         self._drainBegan.happen(None)
         if timeout is not None and self._connections:
             self._deadline = self._clock.callLater(timeout, self.abortAll)
         self._maybeDrained()
+
+    def _drainFailed(self, protocol: _TrackedChannelProtocol) -> None:
+        """
+        C{protocol} failed to start draining: its state is not known, so it
+        is aborted and counted, and the drain of the others goes on.
+        """
+        self._log.failure(
+            "A connection of {endpoint} failed to start draining; aborting it",
+            endpoint=self.name,
+            phase="drain-error",
+        )
+        self._abortedConnections += 1
+        try:
+            self._abortedRequests += protocol.inFlight()
+            protocol.abort()
+        except Exception:
+            self._log.failure("Aborting a connection of {endpoint} failed", endpoint=self.name, phase="drain-error")
 
     def _maybeDrained(self) -> None:
         if self._connections or self._drainStarted is None or self._result is not None:
@@ -487,7 +526,7 @@ class DrainingFactory:
         )
         self._log.info(
             "Drained {endpoint} in {elapsed:.3f} s: {completed} requests completed,"
-            " {abortedRequests} cut",
+            " {abortedRequests} cut, {abortedConnections} connections aborted",
             endpoint=self.name,
             elapsed=self._result.elapsed,
             completed=self._result.completed,

@@ -89,11 +89,23 @@ class Reporter:
         self._update(state="draining", drainDelay=delay)
         self.notifier.stopping(f"Draining pid {os.getpid()}")
 
-    def stopped(self, results: list[DrainResult]) -> None:
+    def stopped(self, results: list[DrainResult], failed: int = 0) -> None:
+        """
+        The drain is over: C{results} of the endpoints whose drain ended,
+        C{failed} the count of those whose drain failed (never clean).
+        """
         completed = sum(r.completed for r in results)
         aborted = sum(r.abortedRequests for r in results)
+        connections = sum(r.abortedConnections for r in results)
         self._update(
             state="stopped",
-            drain={"completed": completed, "aborted": aborted, "clean": all(r.clean for r in results)},
+            drain={
+                "completed": completed,
+                "aborted": aborted,
+                "abortedConnections": connections,
+                "clean": not failed and all(r.clean for r in results),
+            },
         )
-        self.notifier.status(f"Stopped: {completed} requests completed, {aborted} cut")
+        self.notifier.status(
+            f"Stopped: {completed} requests completed, {aborted} cut, {connections} connections aborted"
+        )

@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, Callable, Iterable, MutableMapping, Sequence
+from typing import Any, Callable, Iterable, MutableMapping, Sequence, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
@@ -759,17 +759,25 @@ class GracefulService(MultiService):
         self._drainBegan.happen(None)
         results = await DeferredList([e.drain(self._handedOver) for e in endpoints], consumeErrors=True)
         self.drainResults = [r for ok, r in results if ok]
+        failed = [(e, cast(Failure, r)) for e, (ok, r) in zip(endpoints, results) if not ok]
+        for endpoint, failure in failed:
+            self._log.failure(
+                "Draining {endpoint} failed", failure, endpoint=endpoint.address.description, phase="drain-error"
+            )
         self.hookOutcomes = await self.hooks.run()
         await _stopOthers(self, endpoints)
         if not self._handedOver:
-            self._reporter.stopped(self.drainResults)
+            self._reporter.stopped(self.drainResults, failed=len(failed))
             if self._pidFile is not None:
                 self._pidFile.removeIfNames(os.getpid())
         self._log.info(
-            "Stopped in {elapsed:.3f} s: {completed} requests completed, {aborted} cut",
+            "Stopped in {elapsed:.3f} s: {completed} requests completed, {aborted} cut,"
+            " {abortedConnections} connections aborted",
             elapsed=self._clock.seconds() - started,
             completed=sum(r.completed for r in self.drainResults),
             aborted=sum(r.abortedRequests for r in self.drainResults),
+            abortedConnections=sum(r.abortedConnections for r in self.drainResults),
+            drainErrors=len(failed),
             phase="stopped",
         )
 
