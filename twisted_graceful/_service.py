@@ -40,7 +40,7 @@ from ._report import Reporter
 from ._status import StatusFile, statusPathFor
 from ._systemd import systemdSockets
 from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
-from ._signals import Handler, SignalRouter
+from ._signals import HANGUP_ACTIONS, Handler, SignalRouter
 
 DEFAULT_SHUTDOWN_TIMEOUT = 30.0
 _NOT_INHERITED = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES")
@@ -301,6 +301,8 @@ class GracefulService(MultiService):
         environ: MutableMapping[str, str] | None = None,
         argv: Sequence[str] | None = None,
         notifier: Notifier | None = None,
+        hangup: str = "restart",
+        reopenLogs: Callable[[], object] | None = None,
     ) -> None:
         """
         @param reactor: The reactor; the global one by default.
@@ -324,11 +326,20 @@ class GracefulService(MultiService):
             C{python -m twisted} and C{.tac} files come back the same way.
         @param notifier: systemd's notify socket; from C{NOTIFY_SOCKET} by
             default.
+        @param hangup: What SIGHUP does: C{restart} (as C{restartSignal})
+            or C{ignore}.  Neither ever stops the server.
+        @param reopenLogs: Reopens the log files on SIGUSR1 (after
+            C{logrotate} renamed them); by default the C{twistd graceful} log
+            file and each endpoint's C{--access-log}.
         """
         super().__init__()
         self._reactor = reactor
         self._handleSignals = handleSignals
         self._restartSignal = restartSignal
+        if hangup not in HANGUP_ACTIONS:
+            raise ValueError(f"hangup must be one of {', '.join(HANGUP_ACTIONS)}, not {hangup!r}.")
+        self._hangup = hangup
+        self._reopenLogs = reopenLogs if reopenLogs is not None else self._reopenLogFiles
         self._readyTimeout = readyTimeout
         self._pidFile = PidFile(pidFile) if pidFile else None
         self._drainDelay = drainDelay
@@ -529,6 +540,11 @@ class GracefulService(MultiService):
             router.onStop((signal.SIGTERM, signal.SIGINT), self._stopSignal)
             if self._restartSignal is not None:
                 router.onSignal(self._restartSignal, self._restartSignalReceived)
+            # Their default action kills the process: never leave them so.
+            if self._restartSignal != signal.SIGHUP:
+                router.onSignal(signal.SIGHUP, self._hangupReceived)
+            if self._restartSignal != signal.SIGUSR1:
+                router.onSignal(signal.SIGUSR1, self._reopenLogsReceived)
         for fileno in self._unusedInherited:
             self._closeInherited(fileno)
         self._unusedInherited = []
@@ -631,14 +647,41 @@ class GracefulService(MultiService):
         self._log.info("Received {signal}: restarting", signal=signal.Signals(signum).name, phase="restart-signal")
         self.restart().addErrback(lambda f: None)  # Logged by the machine.
 
+    def _hangupReceived(self, signum: int) -> None:
+        if self._hangup == "restart":
+            self._restartSignalReceived(signum)
+        else:
+            self._log.info("Received SIGHUP: ignored", signal="SIGHUP", phase="signal-ignored")
+
+    def _reopenLogsReceived(self, signum: int) -> None:
+        try:
+            self._reopenLogs()
+        except Exception as e:
+            self._log.warn(
+                "Received {signal}: cannot reopen the log files ({error}); still writing to the old ones",
+                signal=signal.Signals(signum).name,
+                error=str(e),
+                phase="logs-not-reopened",
+            )
+        else:
+            self._log.info("Received {signal}: reopened the log files", signal=signal.Signals(signum).name,
+                           phase="logs-reopened")
+
+    def _reopenLogFiles(self) -> None:
+        from . import _logfile
+
+        _logfile.reopen()
+        sites = {id(e.site): e.site for e in self.endpoints()}
+        for site in sites.values():
+            _logfile.reopenAccessLog(site)
+
     def _successorCommand(self) -> list[str]:
         argv = self._argv if self._argv is not None else [sys.executable, *sys.orig_argv[1:]]
-        if self._restartSignal is None:
-            return argv
-        # The successor ignores the restart signal until it installs its
-        # handler: a signal that reaches it while it starts must not kill it
+        # The successor ignores the signals it handles until it installs its
+        # handlers: one that reaches it while it starts must not kill it
         # (the default action).  SIG_IGN survives exec; a shell sets it.
-        return ["/bin/sh", "-c", f'trap "" {int(self._restartSignal)}; exec "$0" "$@"', *argv]
+        caught = sorted({int(s) for s in (self._restartSignal, signal.SIGHUP, signal.SIGUSR1) if s is not None})
+        return ["/bin/sh", "-c", f'trap "" {" ".join(map(str, caught))}; exec "$0" "$@"', *argv]
 
     def _spawnSuccessor(self, restarter: Restarter) -> ChildProcess:
         sockets = {e.identity: e.fileno() for e in self.endpoints() if e.port is not None}

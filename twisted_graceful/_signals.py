@@ -17,6 +17,12 @@ from attrs import define
 
 Handler = Callable[[int, Any], Any]
 
+HANGUP_ACTIONS = ("restart", "ignore")
+"""
+What SIGHUP may do: start the same restart as the restart signal, or
+nothing.
+"""
+
 
 class ISignalModule(Protocol):
     """

@@ -26,7 +26,7 @@ from ._health import HealthSite
 from ._errors import GracefulError
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
-from ._signals import signalNumber
+from ._signals import HANGUP_ACTIONS, signalNumber
 
 DEFAULT_PORT = "8080"
 
@@ -41,6 +41,16 @@ def _restartSignal(value: str) -> int | None:
 
 
 _restartSignal.coerceDoc = "A signal name, or 'none'."  # type: ignore[attr-defined]
+
+
+def _hangupAction(value: str) -> str:
+    action = value.strip().lower()
+    if action not in HANGUP_ACTIONS:
+        raise ValueError(f"--sighup takes {' or '.join(HANGUP_ACTIONS)}, not {value!r}")
+    return action
+
+
+_hangupAction.coerceDoc = "restart or ignore."  # type: ignore[attr-defined]
 
 
 def _positiveFloat(name: str, zeroAllowed: bool = True) -> Any:
@@ -89,6 +99,9 @@ class Options(usage.Options):
         ["restart-signal", None, "USR2",
          "The signal that restarts the server with no downtime (a name such as USR2 or HUP), "
          "or 'none'.", _restartSignal],
+        ["sighup", None, "restart",
+         "What SIGHUP does: restart (the same restart as --restart-signal) or ignore. "
+         "SIGUSR1 reopens the log files.", _hangupAction],
         ["health", None, None,
          "Answer this path (such as /healthz) with 200 while serving and 503 once a stop has "
          "begun, for load balancers and Kubernetes readiness probes."],
@@ -161,6 +174,8 @@ class Options(usage.Options):
             raise usage.UsageError("--drain-delay only helps with --health: give both, such as --health /healthz.")
         if isinstance(self["restart-signal"], str):
             self["restart-signal"] = _restartSignal(self["restart-signal"])
+        if self["restart-signal"] == signal.SIGHUP and self["sighup"] != "restart":
+            raise usage.UsageError("--restart-signal HUP and --sighup ignore contradict each other: give one.")
         # twistd would refuse to start a successor (its pid file names the
         # live predecessor), write the file before the process serves, and
         # delete it at exit even after a successor has taken over: the
@@ -237,6 +252,7 @@ def makeService(options: Options) -> GracefulService:
     """
     service = GracefulService(
         restartSignal=options["restart-signal"],
+        hangup=options["sighup"],
         readyTimeout=options["ready-timeout"],
         pidFile=options["pidfile"],
         drainDelay=options["drain-delay"],

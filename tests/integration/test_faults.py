@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest_twisted
 import treq
+from twisted.internet.error import ProcessDone
 
 from ._client import connectRaw, freshPool, portOf
 from ._load import LoadLoop
@@ -190,3 +191,65 @@ async def test_slowClientsCutAtDeadline(tmp_path: Path) -> None:
         await server.waitForExit()
     finally:
         stopServer(server)
+
+
+async def _waitForFile(path: Path, text: str, timeout: float = 10.0) -> str:
+    """
+    Wait (with a deadline) until C{path} holds C{text}.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout  # type: ignore[attr-defined]
+    while True:
+        content = path.read_text() if path.exists() else ""
+        if text in content:
+            return content
+        assert reactor.seconds() < deadline, f"{path} did not get {text!r} within {timeout} s: {content!r}"  # type: ignore[attr-defined]
+        await deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_usr1ReopensLogsHupRestarts(tmp_path: Path) -> None:
+    """
+    SIGUSR1 reopens the access log that logrotate renamed, and SIGHUP starts
+    a zero-downtime restart; neither kills the server or cuts the request
+    in flight.
+    """
+    server = startServer(
+        tmp_path, "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root",
+        "--access-log", "access.log",
+    )
+    try:
+        ready = await server.waitForPhase("ready")
+        url = f"http://127.0.0.1:{portOf(ready)}/"
+        slow = treq.get(f"{url}slow?seconds=1", pool=freshPool(), timeout=20)
+        await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+        await (await treq.get(f"{url}before", pool=freshPool(), timeout=10)).content()
+        await _waitForFile(tmp_path / "access.log", "GET /before")
+        (tmp_path / "access.log").rename(tmp_path / "access.log.1")
+        server.signal(signal.SIGUSR1)
+        await server.waitForPhase("logs-reopened", signal="SIGUSR1")
+        await (await treq.get(f"{url}after", pool=freshPool(), timeout=10)).content()
+        rotated = await _waitForFile(tmp_path / "access.log", "GET /after")
+        assert "GET /before" not in rotated
+        assert "GET /after" not in (tmp_path / "access.log.1").read_text()
+        loop = LoadLoop(url, keepAlive=True)
+        loop.start()
+        server.signal(signal.SIGHUP)
+        await server.waitForPhase("restart-signal", signal="SIGHUP")
+        successor = await server.waitForPhase("ready", generation=2)
+        response = await slow
+        assert response.code == 200
+        assert (await response.content()).endswith(f"from pid {ready['pid']} after 1 s\n".encode())
+        exited = await server.waitForDirectExit()
+        assert isinstance(exited, ProcessDone), f"the old process exited with {exited}"
+        await loop.stop(servedBy=successor["pid"])
+        assert loop.failures == []
+        os.kill(successor["pid"], signal.SIGTERM)
+        await waitUntilGone(successor["pid"])
+    finally:
+        stopServer(server)
+        for event in server.events:
+            if event.get("phase") == "ready" and alive(event["pid"]):
+                os.kill(event["pid"], signal.SIGKILL)
