@@ -18,6 +18,7 @@ from typing import Callable
 
 from attrs import frozen
 
+from ._atomic import writeAtomically
 from ._errors import PidFileError
 
 
@@ -96,16 +97,9 @@ class PidFile:
 
         @raise PidFileError: The file cannot be written.
         """
-        temporary = f"{self.path}.{pid}.tmp"
         try:
-            with open(temporary, "w") as f:
-                f.write(f"{pid}\n")
-            os.replace(temporary, self.path)
+            writeAtomically(self.path, f"{pid}\n".encode())
         except OSError as e:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
             raise PidFileError(f"Cannot write the pid file {self.path}: {e.strerror}.") from None
 
     def removeIfNames(self, pid: int) -> bool:

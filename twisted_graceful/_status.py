@@ -15,10 +15,11 @@ C{reason}; C{pid} of the successor) and, once stopped, C{drain}
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from attrs import define, field
+
+from ._atomic import writeAtomically
 
 
 def statusPathFor(pidFile: str) -> str:
@@ -43,16 +44,10 @@ class StatusFile:
         to write is ignored: the status is a report, not the service.
         """
         self.status.update(changes)
-        temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with open(temporary, "w") as f:
-                json.dump(self.status, f, sort_keys=True)
-            os.replace(temporary, self.path)
+            writeAtomically(self.path, json.dumps(self.status, sort_keys=True).encode())
         except OSError:
-            try:
-                os.unlink(temporary)
-            except OSError:
-                pass
+            pass
 
 
 def readStatus(path: str) -> dict[str, Any] | None:
