@@ -742,21 +742,6 @@ class PrivateTwistedNamesTests(SynchronousTestCase):
         self.assertEqual(channel._dataBuffer, [])
         self.assertEqual(channel._buffer, b"")
 
-    def test_http2Connection(self) -> None:
-        """
-        The HTTP/2 drain uses H2Connection's state machine, streams, flush
-        and stream-done hook.
-        """
-        if not http.H2_ENABLED:
-            raise unittest.SkipTest("twisted[http2] is not installed")
-        from twisted.web._http2 import H2Connection
-
-        connection = H2Connection()
-        self.assertEqual(connection.streams, {})
-        self.assertTrue(hasattr(connection.conn, "highest_inbound_stream_id"))
-        self.assertTrue(callable(connection._requestDone))
-        self.assertTrue(callable(connection._tryToWriteControlData))
-
     def test_trackedProtocolWrapsDrainingChannel(self) -> None:
         h = DrainHarness()
         protocol = h.factory.buildProtocol(None)

@@ -5,9 +5,10 @@ to drain, let requests in flight finish, answer requests that arrive on
 kept-alive connections with C{Connection: close}, close connections that stay
 idle, and abort whatever is left at a deadline.
 
-This is the only module that touches private Twisted names.  Each use is
-marked C{PRIVATE} and pinned by a test in C{tests/test_drain.py}
-(C{PrivateTwistedNamesTests}) that fails loudly when Twisted changes it.
+This module and L{twisted_graceful._h2drain} (the HTTP/2 drain) are the only
+ones that touch private Twisted names.  Each use is marked C{PRIVATE} and
+pinned by a test (C{PrivateTwistedNamesTests} in C{tests/test_drain.py} and
+C{tests/test_h2drain.py}) that fails loudly when Twisted changes it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from ._errors import UnsupportedSite
+from ._h2drain import HTTP2Drain
 from ._once import Once
 
 # PRIVATE: the protocol Site builds by default, which switches between
@@ -206,6 +208,7 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
     """
 
     _tracker: DrainingFactory
+    _http2Drain: HTTP2Drain | None = None
 
     def makeConnection(self, transport: Any) -> None:
         self._tracker._connections.add(self)
@@ -219,6 +222,8 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
             self._channel._tracker = self._tracker
 
     def connectionLost(self, reason: Any) -> None:
+        if self._http2Drain is not None:
+            self._http2Drain.stop()
         try:
             super().connectionLost(reason)
         finally:
@@ -246,51 +251,27 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         if isinstance(channel, _DrainingHTTPChannel):
             channel._startDraining()
         elif hasattr(channel, "streams") and hasattr(channel, "conn"):
-            _goAway(channel, self._tracker)
+            self._http2Drain = HTTP2Drain(
+                channel, self._tracker._clock, self._tracker._idleGrace, self._streamDone, self._closeHTTP2
+            )
+            self._http2Drain.start()
+
+    def _streamDone(self) -> None:
+        self._tracker._completed += 1
+
+    def _closeHTTP2(self) -> None:
+        # The connection is the transport's producer: a TLS transport closes
+        # only once its producer is gone (HTTPChannel.loseConnection does the
+        # same).
+        transport = self.currentChannel.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
 
     def abort(self) -> None:
         transport = self.currentChannel.transport
         if transport is not None:
             transport.abortConnection()
-
-
-def _goAway(channel: Any, tracker: DrainingFactory) -> None:
-    """
-    Drain an HTTP/2 connection: send GOAWAY naming the last stream it will
-    process, let the open streams complete, then close.
-
-    The GOAWAY frame is written by hand: C{h2}'s own C{close_connection}
-    moves its state machine to CLOSED, after which the open streams could
-    not send their responses.
-    """
-    from hyperframe.frame import GoAwayFrame
-
-    # PRIVATE: H2Connection.conn (the h2 state machine), .streams (open
-    # streams), ._tryToWriteControlData (flush h2's pending frames) and
-    # ._requestDone (a stream finished).
-    lastStream = channel.conn.highest_inbound_stream_id
-    if not channel._tryToWriteControlData():
-        return
-    channel.transport.write(GoAwayFrame(0, last_stream_id=lastStream, error_code=0).serialize())
-    finished = channel._requestDone
-
-    def close() -> None:
-        # The connection is the transport's producer: a TLS transport closes
-        # only once its producer is gone (HTTPChannel.loseConnection does the
-        # same).
-        if channel.transport is not None:
-            channel.transport.unregisterProducer()
-            channel.transport.loseConnection()
-
-    def requestDone(streamID: int) -> None:
-        tracker._completed += 1
-        finished(streamID)
-        if not channel.streams:
-            close()
-
-    channel._requestDone = requestDone
-    if not channel.streams:
-        close()
 
 
 @implementer(IProtocolFactory)

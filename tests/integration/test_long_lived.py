@@ -274,18 +274,18 @@ def h2Exchange(port: int, opened: Any) -> dict[str, Any]:
     """
     An HTTP/2 client written with frames, not h2's state machine (which
     refuses the data of an open stream once GOAWAY arrived): open a slow
-    stream, then record the GOAWAY and the stream's response.
+    stream, answer PINGs, and record the GOAWAYs and the stream's response.
     """
     import ssl
 
     from hpack import Decoder, Encoder
-    from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, SettingsFrame
+    from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
 
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])
-    result: dict[str, Any] = {"goaway": None, "status": None, "body": b"", "ended": False, "closed": False}
+    result: dict[str, Any] = {"goaway": [], "status": None, "body": b"", "ended": False, "closed": False}
     with socket.create_connection(("127.0.0.1", port), timeout=15) as raw:
         with context.wrap_socket(raw, server_hostname="localhost") as tls:
             result["alpn"] = tls.selected_alpn_protocol()
@@ -314,8 +314,10 @@ def h2Exchange(port: int, opened: Any) -> dict[str, Any]:
                     if isinstance(frame, SettingsFrame) and "ACK" not in frame.flags:
                         tls.sendall(SettingsFrame(0, flags=["ACK"]).serialize())
                         opened.set()
+                    elif isinstance(frame, PingFrame) and "ACK" not in frame.flags:
+                        tls.sendall(PingFrame(0, opaque_data=frame.opaque_data, flags=["ACK"]).serialize())
                     elif isinstance(frame, GoAwayFrame):
-                        result["goaway"] = (frame.last_stream_id, frame.error_code, result["status"] is None)
+                        result["goaway"].append((frame.last_stream_id, frame.error_code))
                     elif isinstance(frame, HeadersFrame) and frame.stream_id == 1:
                         result["status"] = dict(decoder.decode(frame.data)).get(":status")
                     elif isinstance(frame, DataFrame) and frame.stream_id == 1:
@@ -330,8 +332,9 @@ def h2Exchange(port: int, opened: Any) -> dict[str, Any]:
 @pytest_twisted.ensureDeferred
 async def test_http2GoAwayThenStreamCompletes(servers: list[ServerProcess], tmp_path: Path) -> None:
     """
-    At the drain, an HTTP/2 connection gets GOAWAY naming its last stream,
-    the stream already open completes, and the connection closes.
+    At the drain, an HTTP/2 connection gets the two GOAWAYs (2^31-1, then
+    its last stream), the stream already open completes, and the connection
+    closes.
     """
     import threading
 
@@ -351,7 +354,7 @@ async def test_http2GoAwayThenStreamCompletes(servers: list[ServerProcess], tmp_
     result = await withDeadline(exchange, 20, "the HTTP/2 exchange did not end")
     assert result["alpn"] == "h2", result
     assert "timedOut" not in result, result
-    assert result["goaway"] == (1, 0, True), "GOAWAY(last stream 1, NO_ERROR) before the response"
+    assert result["goaway"] == [(2**31 - 1, 0), (1, 0)], "GOAWAY(2^31-1), then GOAWAY(last stream 1)"
     assert (result["status"], result["ended"], result["closed"]) == ("200", True, True)
     assert result["body"].startswith(b"slow response from pid")
     finished = await server.waitForPhase("drain-finished")

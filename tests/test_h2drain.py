@@ -1,0 +1,239 @@
+"""
+Tests for L{twisted_graceful._h2drain}: the two-step GOAWAY, driven by a raw
+HTTP/2 client over L{iosim}.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from twisted.test import iosim
+from twisted.trial.unittest import SynchronousTestCase
+
+from twisted_graceful._drain import isDraining
+from twisted_graceful._h2drain import MAX_STREAM_ID, PING_BOUND
+
+from ._http import DrainHarness, RawClient
+
+pytest.importorskip("h2", reason="twisted[http2] is not installed")
+
+import hpack  # noqa: E402
+from hyperframe.frame import (  # noqa: E402
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+
+DRAIN_TIMEOUT = 30.0
+REFUSED_STREAM = 7
+
+
+class H2Client:
+    """
+    Writes HTTP/2 frames by hand and parses what the server sends, with no
+    state machine of its own: it can do what a client does in a race.
+    """
+
+    def __init__(self, raw: RawClient, pump: iosim.IOPump, clock: Any) -> None:
+        self.raw = raw
+        self.pump = pump
+        self.clock = clock
+        self.encoder = hpack.Encoder()
+        self.offset = 0
+        self.frames: list[Any] = []
+        self.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+
+    def send(self, data: bytes) -> None:
+        self.pump.client.transport.write(data)
+        self.flush()
+
+    def flush(self) -> None:
+        # H2Connection sends stream data from a call on its reactor.
+        for _ in range(5):
+            self.pump.flush()
+            self.clock.advance(0)
+
+    def get(self, streamID: int, path: str = "/") -> None:
+        frame = HeadersFrame(streamID)
+        frame.data = self.encoder.encode(
+            [(":method", "GET"), (":scheme", "https"), (":authority", "test"), (":path", path)]
+        )
+        frame.flags.add("END_HEADERS")
+        frame.flags.add("END_STREAM")
+        self.send(frame.serialize())
+
+    def received(self) -> list[Any]:
+        """
+        The frames received since the last call, but SETTINGS and
+        WINDOW_UPDATE.
+        """
+        self.flush()
+        data = self.raw.received
+        new = []
+        while len(data) - self.offset >= 9:
+            frame, length = Frame.parse_frame_header(memoryview(data[self.offset : self.offset + 9]))
+            if len(data) - self.offset - 9 < length:
+                break
+            frame.parse_body(memoryview(data[self.offset + 9 : self.offset + 9 + length]))
+            self.offset += 9 + length
+            if frame.type not in (SettingsFrame.type, 0x08):
+                new.append(frame)
+        self.frames += new
+        return new
+
+    def ackPing(self, ping: Any) -> None:
+        self.send(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]).serialize())
+
+
+def summary(frames: list[Any]) -> list[tuple[str, int]]:
+    """
+    Each frame as (type, stream or last stream id), with END_STREAM noted
+    and the DATA frames of one body as one.
+    """
+    out = []
+    for frame in frames:
+        if isinstance(frame, GoAwayFrame):
+            out.append(("GOAWAY", frame.last_stream_id))
+        elif isinstance(frame, PingFrame):
+            out.append(("PING ACK" if "ACK" in frame.flags else "PING", 0))
+        elif isinstance(frame, RstStreamFrame):
+            out.append((f"RST_STREAM {frame.error_code}", frame.stream_id))
+        elif isinstance(frame, HeadersFrame):
+            out.append(("HEADERS", frame.stream_id))
+        elif isinstance(frame, DataFrame):
+            # One body, however many frames carry it.
+            if out and out[-1] == ("DATA", frame.stream_id):
+                out.pop()
+            out.append(("DATA END" if "END_STREAM" in frame.flags else "DATA", frame.stream_id))
+    return out
+
+
+class TwoStepGoAwayTests(SynchronousTestCase):
+    """
+    An HTTP/2 connection drains with a PING and a GOAWAY naming 2^31-1, then,
+    after the PING's acknowledgement, a GOAWAY naming the last stream
+    received; every stream up to it completes.
+    """
+
+    def setUp(self) -> None:
+        self.h = DrainHarness(idleGrace=0.5)
+        from twisted.web import _http2, http
+
+        self.patch(http, "H2Connection", lambda: _http2.H2Connection(self.h.clock))
+        server = self.h.factory.buildProtocol(iosim.FakeAddress())
+        assert server is not None
+        raw = RawClient()
+        serverTransport = iosim.makeFakeServer(server)
+        serverTransport.negotiatedProtocol = b"h2"  # what ALPN on TLS sets
+        pump = iosim.connect(server, serverTransport, raw, iosim.makeFakeClient(raw), clock=self.h.clock)
+        self.h.pumps.append(pump)
+        self.raw = raw
+        self.client = H2Client(raw, pump, self.h.clock)
+        self.client.get(1)
+        self.assertEqual(summary(self.client.received()), [("HEADERS", 1), ("DATA END", 1)])
+
+    def drain(self) -> Any:
+        d = self.h.factory.drain(DRAIN_TIMEOUT)
+        self.h.flush()
+        return d
+
+    def test_idleConnection(self) -> None:
+        """
+        A stream the client opened before it read the first GOAWAY is served;
+        the final GOAWAY names it and the connection closes.
+        """
+        d = self.drain()
+        frames = self.client.received()
+        self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+        self.client.get(3)  # already on its way
+        self.assertEqual(summary(self.client.received()), [("HEADERS", 3), ("DATA END", 3)])
+        self.assertIsNone(self.raw.closed)
+        self.client.ackPing(frames[0])
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        self.assertIsNotNone(self.raw.closed)
+        result = self.successResultOf(d)
+        self.assertEqual((result.completed, result.abortedConnections), (1, 0))
+
+    def test_waitsForOpenStreams(self) -> None:
+        """
+        While a stream is open, no GOAWAY is sent (a client built on C{h2}
+        would fail that stream); once it completes, the two steps follow.
+        """
+        self.client.get(3, "/held")
+        (request,) = self.h.resource.held
+        d = self.drain()
+        self.assertTrue(isDraining(request))
+        self.assertEqual(self.client.received(), [])
+        self.h.resource.finishAll()
+        frames = self.client.received()
+        self.assertEqual(summary(frames), [("HEADERS", 3), ("DATA END", 3), ("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+        self.client.ackPing(frames[-2])
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        self.assertEqual(self.successResultOf(d).completed, 1)
+
+    def test_busyConnectionAnnouncedAfterGrace(self) -> None:
+        """
+        A connection that is never idle gets the first GOAWAY after the idle
+        grace, its open stream still completes after the last one.
+        """
+        self.client.get(3, "/held")
+        d = self.drain()
+        self.h.clock.advance(0.5)
+        frames = self.client.received()
+        self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+        self.client.ackPing(frames[0])
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        self.assertIsNone(self.raw.closed)
+        self.h.resource.finishAll()
+        self.assertEqual(summary(self.client.received()), [("HEADERS", 3), ("DATA END", 3)])
+        self.assertIsNotNone(self.raw.closed)
+        self.assertTrue(self.successResultOf(d).clean)
+
+    def test_pingBound(self) -> None:
+        """
+        Without an acknowledgement, the final GOAWAY follows after
+        L{PING_BOUND}.
+        """
+        d = self.drain()
+        self.client.received()
+        self.h.clock.advance(PING_BOUND - 0.01)
+        self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.01)
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 1)])
+        self.assertTrue(self.successResultOf(d).clean)
+
+    def test_streamAfterFinalRefused(self) -> None:
+        """
+        A stream opened after the final GOAWAY is refused with
+        C{REFUSED_STREAM} and never reaches the application.
+        """
+        self.client.get(3, "/held")
+        self.drain()
+        self.h.clock.advance(0.5)
+        self.client.ackPing(self.client.received()[0])
+        self.client.received()
+        self.client.get(5, "/held")
+        self.assertEqual(summary(self.client.received()), [(f"RST_STREAM {REFUSED_STREAM}", 5)])
+        self.assertEqual(len(self.h.resource.held), 1)
+
+
+class PrivateTwistedNamesTests(SynchronousTestCase):
+    """
+    The private names of L{twisted.web._http2} the HTTP/2 drain relies on.
+    """
+
+    def test_h2Connection(self) -> None:
+        from twisted.web._http2 import H2Connection
+
+        connection = H2Connection()
+        self.assertEqual(connection.streams, {})
+        self.assertTrue(hasattr(connection.conn, "highest_inbound_stream_id"))
+        self.assertTrue(callable(connection.conn.receive_data))
+        self.assertTrue(callable(connection._requestDone))
+        self.assertTrue(callable(connection._tryToWriteControlData))
+

@@ -1,0 +1,190 @@
+# -*- test-case-name: tests.test_h2drain -*-
+"""
+Draining an HTTP/2 connection with the two-step GOAWAY of RFC 9113
+section 6.8.
+
+A single GOAWAY naming the last stream the server has seen refuses the
+streams a client opened while the frame was on its way: the client had sent
+them, the server never saw them.  So the drain first sends a PING and a
+GOAWAY that names the highest possible stream (2^31-1): the client opens no
+new stream, and every stream it opened before it read the GOAWAY reaches the
+server before the PING's acknowledgement does.  Once that acknowledgement is
+back (or after L{PING_BOUND}), a second GOAWAY names the last stream actually
+received; every stream up to it completes, later ones are refused with
+C{REFUSED_STREAM} (safe to retry), and the connection closes when its last
+stream is done.
+
+Clients built on the C{h2} library (httpx among them) treat any GOAWAY as
+the end of the connection, and fail the streams still open on it
+(python-hyper/h2#1181).  The first GOAWAY therefore waits until the
+connection has no stream open, or until the idle grace has passed for a
+connection that is never idle.
+
+Like L{twisted_graceful._drain}, this module touches private Twisted names:
+each use is marked C{PRIVATE} and pinned by C{tests/test_h2drain.py}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from attrs import define, field
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+MAX_STREAM_ID = 2**31 - 1
+
+PING_BOUND = 1.0
+"""
+Seconds to wait for the acknowledgement of the drain's PING before sending
+the final GOAWAY anyway.
+"""
+
+_PING_DATA = b"drain\x00\x00\x00"
+
+
+@define(eq=False)
+class HTTP2Drain:
+    """
+    The drain of one HTTP/2 connection.
+
+    @ivar _channel: The C{twisted.web._http2.H2Connection}.
+    @ivar _onRequestDone: Called each time a stream completes.
+    @ivar _close: Closes the connection.
+    """
+
+    _channel: Any
+    _clock: IReactorTime
+    _idleGrace: float
+    _onRequestDone: Callable[[], None]
+    _close: Callable[[], None]
+    _stage: str = field(init=False, default="waiting")
+    _timer: IDelayedCall | None = field(init=False, default=None)
+    _lastStream: int = field(init=False, default=MAX_STREAM_ID)
+    _refused: set[int] = field(init=False, factory=set)
+    _acknowledged: bool = field(init=False, default=False)
+
+    @property
+    def stage(self) -> str:
+        """
+        C{"waiting"} for the connection to go idle, C{"announced"} once the
+        first GOAWAY is sent, C{"final"} once the last one is.
+        """
+        return self._stage
+
+    def start(self) -> None:
+        """
+        Begin the drain.
+        """
+        channel = self._channel
+        # PRIVATE: H2Connection._requestDone (a stream finished), .conn (the
+        # h2 state machine, whose receive_data returns the events Twisted
+        # then handles), .dataReceived.
+        finished = channel._requestDone
+        receive = channel.conn.receive_data
+        dataReceived = channel.dataReceived
+
+        def requestDone(streamID: int) -> None:
+            self._onRequestDone()
+            finished(streamID)
+            self._streamsChanged()
+
+        def receiveData(data: bytes) -> list[Any]:
+            return self._filter(receive(data))
+
+        def dataReceivedThenFinish(data: bytes) -> None:
+            dataReceived(data)
+            if self._acknowledged and self._stage == "announced":
+                self._finish()
+
+        channel._requestDone = requestDone
+        channel.conn.receive_data = receiveData
+        channel.dataReceived = dataReceivedThenFinish
+        if channel.streams:
+            self._timer = self._clock.callLater(self._idleGrace, self._announce)
+        else:
+            self._announce()
+
+    def stop(self) -> None:
+        """
+        The connection is gone: forget the timer.
+        """
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _streamsChanged(self) -> None:
+        if self._channel.streams:
+            return
+        if self._stage == "waiting":
+            self._announce()
+        elif self._stage == "final":
+            self._close()
+
+    def _write(self, frame: Any) -> bool:
+        channel = self._channel
+        if channel.transport is None:
+            return False
+        # PRIVATE: H2Connection._tryToWriteControlData flushes h2's pending
+        # frames, or returns False once it has aborted the connection.
+        if not channel._tryToWriteControlData():
+            return False
+        if frame is not None:
+            channel.transport.write(frame.serialize())
+        return True
+
+    def _announce(self) -> None:
+        """
+        The first step: a PING, then a GOAWAY naming the highest stream.
+
+        The PING goes first: a client built on C{h2} refuses any frame but
+        GOAWAY once it has read one.  The GOAWAY is written by hand, as is
+        the last one: C{h2}'s own C{close_connection} would move the server's
+        state machine to CLOSED, after which the open streams could not send
+        their responses.
+        """
+        from hyperframe.frame import GoAwayFrame
+
+        self.stop()
+        self._stage = "announced"
+        self._channel.conn.ping(_PING_DATA)
+        if not self._write(GoAwayFrame(0, last_stream_id=MAX_STREAM_ID, error_code=0)):
+            return
+        self._timer = self._clock.callLater(PING_BOUND, self._finish)
+
+    def _finish(self) -> None:
+        """
+        The last step: a GOAWAY naming the last stream received.
+        """
+        from hyperframe.frame import GoAwayFrame
+
+        if self._stage != "announced":
+            return
+        self.stop()
+        self._stage = "final"
+        self._lastStream = self._channel.conn.highest_inbound_stream_id
+        if not self._write(GoAwayFrame(0, last_stream_id=self._lastStream, error_code=0)):
+            return
+        self._streamsChanged()
+
+    def _filter(self, events: list[Any]) -> list[Any]:
+        """
+        Note the acknowledgement of the drain's PING, and refuse the streams
+        opened after the final GOAWAY: their events never reach Twisted.
+        """
+        from h2.errors import ErrorCodes
+        from h2.events import PingAckReceived, RequestReceived
+
+        kept = []
+        for event in events:
+            if isinstance(event, PingAckReceived) and event.ping_data == _PING_DATA:
+                self._acknowledged = True
+                continue
+            streamID = getattr(event, "stream_id", None)
+            if streamID is not None and streamID in self._refused:
+                continue
+            if isinstance(event, RequestReceived) and event.stream_id > self._lastStream:
+                self._refused.add(event.stream_id)
+                self._channel.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                continue
+            kept.append(event)
+        return kept
