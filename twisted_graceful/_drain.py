@@ -109,6 +109,9 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         upgraded = vars(self).get("dataReceived")
         if upgraded is not None:
             _closeUpgraded(getattr(upgraded, "__self__", None), self._tracker._closeCode)
+            # The close is under way; a TLS socket stays open until the peer
+            # answers the TLS close, which a client may never do.
+            self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
             return
         self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
         self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
@@ -167,6 +170,22 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             self.loseConnection()
         else:
             self._idleCall = self._tracker._clock.callLater(delay, self._idleExpired)
+
+    def _closeStuck(self) -> None:
+        """
+        The upgraded connection's close began an idle grace ago and its
+        socket is still open: abort it, counted.
+        """
+        self._idleCall = None
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return
+        self._tracker._log.info(
+            "Aborting a closed WebSocket of {endpoint} whose peer did not close its socket",
+            endpoint=self._tracker.name,
+            phase="drain-stuck-close",
+        )
+        self._tracker._abortedConnections += 1
+        self.transport.abortConnection()
 
     def _idleExpired(self) -> None:
         self._idleCall = None
