@@ -185,7 +185,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             phase="drain-stuck-close",
         )
         self._tracker._abortedConnections += 1
-        self.transport.abortConnection()
+        self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _idleExpired(self) -> None:
         self._idleCall = None
