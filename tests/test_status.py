@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful._drain import DrainResult
 from twisted_graceful._notify import Notifier
+from twisted_graceful._pidfile import processStartTime
 from twisted_graceful._report import Reporter
 from twisted_graceful._status import StatusFile, readStatus, statusPathFor
 
@@ -25,6 +28,18 @@ class RecordingNotifier(Notifier):
 
 
 class StatusTests(SynchronousTestCase):
+    def test_servingRecordsStartTime(self) -> None:
+        """
+        The serving process records its pid and its start time, which the
+        control command checks before it signals the pid.
+        """
+        path = statusPathFor(self.mktemp())
+        Reporter(StatusFile(path), RecordingNotifier()).serving(1, {}, 0.0)
+        status = readStatus(path)
+        assert status is not None
+        self.assertEqual((status["pid"], status["startTime"]), (os.getpid(), processStartTime(os.getpid())))
+        self.assertIsInstance(status["startTime"], int)
+
     def test_roundTrip(self) -> None:
         path = statusPathFor(self.mktemp())
         StatusFile(path).update(pid=1, state="serving")
@@ -97,15 +112,29 @@ class ReporterTests(SynchronousTestCase):
 
 class NotifierTests(SynchronousTestCase):
     def test_inertWithoutSocket(self) -> None:
+        """
+        Without C{NOTIFY_SOCKET} nothing is sent and nothing is logged.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
         notifier = Notifier({})
         self.assertFalse(notifier.enabled)
         notifier.ready("fine")
+        self.assertEqual(len(events), 0)
 
     def test_abstractAddress(self) -> None:
         self.assertTrue(Notifier({"NOTIFY_SOCKET": "@x"}).enabled)
 
     def test_unreachableSocketWarnsOnce(self) -> None:
-        notifier = Notifier({"NOTIFY_SOCKET": os.path.join(self.mktemp(), "none")})
+        """
+        A notify socket that cannot be reached is one warning event naming
+        the address and the error, however many notifications fail.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        address = os.path.join(self.mktemp(), "none")
+        notifier = Notifier({"NOTIFY_SOCKET": address})
         notifier.ready("a")
         notifier.ready("b")
-        self.assertTrue(notifier._warned)
+        [event] = events
+        self.assertEqual(event["log_level"], LogLevel.warn)
+        self.assertEqual(event["address"], address)
+        self.assertIn("No such file or directory", event["error"])

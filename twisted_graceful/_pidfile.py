@@ -40,6 +40,36 @@ def isAlive(pid: int) -> bool:
         return True
 
 
+def processStartTime(pid: int) -> int | None:
+    """
+    When C{pid} started, in clock ticks after boot (field 22 of
+    C{/proc/PID/stat}), or L{None} when that cannot be read (no such
+    process, or no C{/proc}).  A pid reused by another process has another
+    start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    try:
+        # The command name (field 2) is in parentheses and may hold spaces
+        # and parentheses: count the fields after the last one.
+        return int(data.rsplit(b")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def processOwner(pid: int) -> int | None:
+    """
+    The user id C{pid} runs as, or L{None} when that cannot be read.
+    """
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 @frozen
 class PidFile:
     """
@@ -62,6 +92,8 @@ class PidFile:
                 text = f.read(64).decode("ascii", "replace").strip()
         except FileNotFoundError:
             return None
+        except PermissionError as e:
+            raise PidFileError(f"Cannot read the pid file {self.path}: {e.strerror}.") from e
         except OSError as e:
             raise PidFileError(f"Cannot read the pid file {self.path}: {e.strerror}.") from None
         if not (text.isascii() and text.isdigit()) or int(text) <= 0:

@@ -14,6 +14,7 @@ from attrs import define, field
 
 from ._drain import DrainResult
 from ._notify import Notifier
+from ._pidfile import processStartTime
 from ._status import StatusFile
 
 
@@ -42,6 +43,7 @@ class Reporter:
         pid = os.getpid()
         self._update(
             pid=pid,
+            startTime=processStartTime(pid),
             generation=generation,
             started=started,
             endpoints=endpoints,

@@ -4,7 +4,9 @@ The status file beside the pid file (C{app.pid.status}): what the serving
 process is doing, written atomically at each change, read by the control
 command (C{twisted-graceful status|reload|stop}).
 
-It holds one JSON object: C{pid}, C{generation}, C{started} (epoch seconds),
+It holds one JSON object: C{pid}, C{startTime} (the process's start time
+from C{/proc/PID/stat}, which the control command checks before it signals
+C{pid}), C{generation}, C{started} (epoch seconds),
 C{endpoints}, C{state} (C{starting}, C{serving}, C{upgrading},
 C{handed-over}, C{draining}, C{stopped}), C{restartAttempts}, C{lastRestart}
 (C{attempt}, C{outcome}: C{pending}, C{ok}, C{failed} or C{refused};

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 
 import pytest_twisted
@@ -253,3 +254,44 @@ async def test_usr1ReopensLogsHupRestarts(tmp_path: Path) -> None:
         for event in server.events:
             if event.get("phase") == "ready" and alive(event["pid"]):
                 os.kill(event["pid"], signal.SIGKILL)
+
+
+@pytest_twisted.ensureDeferred
+async def test_forgedControlFiles(tmp_path: Path) -> None:
+    """
+    Pid and status files written to name an unrelated live process make
+    C{stop} and C{reload} refuse (exit 3) without signalling it, even with
+    the process's true start time when the files belong to another user
+    (exit 7); each refusal is one line.
+    """
+    from twisted.internet import reactor
+    from twisted.internet.protocol import ProcessProtocol
+
+    from twisted_graceful._pidfile import processStartTime
+    from twisted_graceful._status import StatusFile
+
+    from .test_operations import control
+
+    victim = ProcessProtocol()
+    transport = reactor.spawnProcess(  # type: ignore[attr-defined]
+        victim, sys.executable, [sys.executable, "-c", "import time; time.sleep(120)"], env=None
+    )
+    pid = transport.pid
+    try:
+        (tmp_path / "x.pid").write_text(f"{pid}\n")
+        status = StatusFile(str(tmp_path / "x.pid.status"))
+        status.update(pid=pid, state="serving", startTime=1)
+        for command in ("stop", "reload"):
+            code, out, err = await control(tmp_path, command, "--pidfile", "x.pid", "--timeout", "2")
+            assert (code, out) == (3, ""), err
+            assert "is not the server that wrote" in err and len(err.strip().splitlines()) == 1
+            assert alive(pid)
+        if os.geteuid() == 0:
+            status.update(startTime=processStartTime(pid))
+            os.chown(status.path, 65534, 65534)
+            code, out, err = await control(tmp_path, "stop", "--pidfile", "x.pid", "--timeout", "2")
+            assert (code, out) == (7, ""), err
+            assert "it is owned by uid 65534" in err and len(err.strip().splitlines()) == 1
+            assert alive(pid)
+    finally:
+        transport.signalProcess("KILL")
