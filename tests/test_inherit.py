@@ -5,6 +5,7 @@ Tests for L{twisted_graceful._inherit}.
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from hypothesis import given, strategies as st
@@ -38,8 +39,27 @@ def fakeFamily(fileno: int) -> socket.AddressFamily | None:
     return None
 
 
-def decode(environ: dict[str, str]) -> Inheritance:
-    return Inheritance.fromEnvironment(environ, getppid=lambda: PARENT, familyOf=fakeFamily)
+BOUND = {3: "tcp:8080:interface=0.0.0.0", 4: "unix:/run/a.sock", 7: "tcp:2:interface=0.0.0.0",
+         8: "tcp:40123:interface=127.0.0.1"}
+"""
+The address each fake listening socket is bound to.
+"""
+
+
+def decode(environ: dict[str, str], pipes: dict[int, str] | None = None) -> Inheritance:
+    """
+    Decode with fake descriptors: L{fakeFamily}, L{BOUND}, and C{pipes}
+    (descriptor to direction), by default the ends of the pipes that
+    C{environ} announces.
+    """
+    if pipes is None:
+        pipes = {}
+        for variable, direction in [(ENV_READY_FD, "w"), (ENV_LIFELINE_FD, "r")]:
+            if environ.get(variable, "").isdigit():
+                pipes[int(environ[variable])] = direction
+    return Inheritance.fromEnvironment(
+        environ, getppid=lambda: PARENT, familyOf=fakeFamily, identify=BOUND.get, pipeOf=pipes.get
+    )
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -83,13 +103,63 @@ class DistrustTests(SynchronousTestCase):
         self.assertEqual([e["phase"] for e in self.events], ["inherit-ignored"])
 
     def test_notAListeningSocket(self) -> None:
-        environ = dict(encodeHandover({}, PARENT, 1).environ)
-        environ[ENV_SOCKETS] = json.dumps({"tcp:1:interface=0.0.0.0": 42, "tcp:2:interface=0.0.0.0": 3})
-        self.assertEqual(decode(environ).sockets, {"tcp:2:interface=0.0.0.0": (3, socket.AF_INET)})
+        environ = dict(encodeHandover({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}, PARENT, 1).environ)
+        environ[ENV_SOCKETS] = json.dumps({"tcp:1:interface=0.0.0.0": 42, "tcp:2:interface=0.0.0.0": 7})
+        self.assertEqual(decode(environ).sockets, {"tcp:2:interface=0.0.0.0": (7, socket.AF_INET)})
+
+    def test_pipesNotOpen(self) -> None:
+        """
+        With the real parent pid but a ready or lifeline descriptor that is
+        missing, garbage, closed, not a pipe or the wrong end of one,
+        nothing is inherited (the process starts fresh), with a warning
+        naming the variable.
+        """
+        handover = encodeHandover({"tcp:8080:interface=0.0.0.0": 17}, PARENT, 1)
+        ready, lifeline = handover.readyFD, handover.lifelineFD
+        for variable, value, pipes in [
+            (ENV_READY_FD, None, {lifeline: "r"}),
+            (ENV_READY_FD, "abc", {lifeline: "r"}),
+            (ENV_READY_FD, "2", {lifeline: "r"}),
+            (ENV_READY_FD, str(ready), {lifeline: "r"}),  # Closed.
+            (ENV_READY_FD, str(ready), {ready: "r", lifeline: "r"}),  # Wrong end.
+            (ENV_LIFELINE_FD, str(lifeline), {ready: "w"}),
+            (ENV_READY_FD, str(lifeline), {lifeline: "r"}),  # Both name one descriptor.
+            (ENV_LIFELINE_FD, "-5", {ready: "w"}),
+        ]:
+            before = len(self.events)
+            environ = dict(handover.environ)
+            if value is None:
+                del environ[variable]
+            else:
+                environ[variable] = value
+            self.assertEqual(decode(environ, pipes), Inheritance(), (variable, value))
+            [event] = list(self.events)[before:]
+            self.assertEqual((event["phase"], event["variable"], event["value"]), ("inherit-ignored", variable, value))
+            self.assertEqual(environ, {}, "the variables are consumed")
+
+    def test_addressDiffers(self) -> None:
+        """
+        A socket bound to another address than its identity names is
+        refused; one bound to any port where the identity asks for port 0
+        is taken.
+        """
+        environ = dict(encodeHandover({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6}, PARENT, 1).environ)
+        environ[ENV_SOCKETS] = json.dumps({
+            "tcp:8080:interface=127.0.0.1": 3,  # Bound to 0.0.0.0:8080.
+            "tcp:9999:interface=0.0.0.0": 7,  # Bound to port 2.
+            "tcp:0:interface=127.0.0.1": 8,  # Bound to 127.0.0.1:40123.
+            "unix:/run/a.sock": 4,
+        })
+        inheritance = decode(environ)
+        self.assertEqual(sorted(inheritance.sockets), ["tcp:0:interface=127.0.0.1", "unix:/run/a.sock"])
+        self.assertEqual(inheritance.refused, (3, 7))
+        refused = [(e["identity"], e["bound"]) for e in self.events if e.get("phase") == "inherit-ignored"]
+        self.assertEqual(refused, [("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=0.0.0.0"),
+                                   ("tcp:9999:interface=0.0.0.0", "tcp:2:interface=0.0.0.0")])
 
     def test_garbageTable(self) -> None:
         for garbage in ["not json", "[3, 4]", "{\"a\": \"3\"}", "{\"a\": true}", "{\"a\": 1}"]:
-            environ = dict(encodeHandover({}, PARENT, 1).environ)
+            environ = dict(encodeHandover({"a": 1}, PARENT, 1).environ)
             environ[ENV_SOCKETS] = garbage
             self.assertEqual(decode(environ).sockets, {}, garbage)
 
@@ -100,10 +170,12 @@ class DistrustTests(SynchronousTestCase):
         that are listening sockets are kept.
         """
         inheritance = decode(dict(environ))
-        for fileno, family in inheritance.sockets.values():
+        for identity, (fileno, family) in inheritance.sockets.items():
             self.assertEqual(fakeFamily(fileno), family)
-        for fd in (inheritance.readyFD, inheritance.lifelineFD):
-            self.assertTrue(fd is None or fd >= 3)
+            self.assertEqual(BOUND.get(fileno), identity)
+        if inheritance.parentPID is not None:
+            self.assertIsNotNone(inheritance.readyFD)
+            self.assertIsNotNone(inheritance.lifelineFD)
 
 
 class RealSocketFamilyTests(SynchronousTestCase):
@@ -123,6 +195,31 @@ class RealSocketFamilyTests(SynchronousTestCase):
         self.assertEqual(listeningFamily(listening.fileno()), socket.AF_INET)
         self.assertIsNone(listeningFamily(idle.fileno()))
         self.assertIsNone(listeningFamily(10**6))
+
+    def test_socketIdentity(self) -> None:
+        from twisted_graceful._inherit import socketIdentity
+
+        listening = socket.socket()
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        self.addCleanup(listening.close)
+        self.assertEqual(socketIdentity(listening.fileno()), f"tcp:{listening.getsockname()[1]}:interface=127.0.0.1")
+        self.assertIsNone(socketIdentity(10**6))
+
+    def test_pipeDirection(self) -> None:
+        from twisted_graceful._inherit import pipeDirection
+
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.assertIsNone(pipeDirection(r), "made here (close-on-exec), not inherited")
+        os.set_inheritable(r, True)
+        os.set_inheritable(w, True)
+        self.assertEqual((pipeDirection(r), pipeDirection(w)), ("r", "w"))
+        os.close(w)
+        self.assertIsNone(pipeDirection(w))  # Closed.
+        listening = socket.socket()
+        self.addCleanup(listening.close)
+        self.assertIsNone(pipeDirection(listening.fileno()))
 
 
 _ = (ENV_GENERATION, ENV_LIFELINE_FD, ENV_PARENT_PID, ENV_READY_FD)

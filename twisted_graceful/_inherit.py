@@ -10,11 +10,16 @@ whose end of file tells the successor that the old process is gone.
 
 The variables are read once and removed from the environment, and honoured
 only by a direct child of the process they name; anything malformed is
-ignored with a warning, never a crash.
+ignored with a warning, never a crash.  Without both pipes (a variable that
+is not a number, a descriptor that is closed or is not a pipe of the right
+direction) nothing is inherited and the process starts as a fresh server.
+A socket is taken only if it is a listening socket bound to the address its
+identity names.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -58,6 +63,68 @@ def listeningFamily(fileno: int) -> socket.AddressFamily | None:
         probe.close()
 
 
+def socketIdentity(fileno: int) -> str | None:
+    """
+    The identity of the address the listening socket C{fileno} is bound to
+    (C{tcp:8080:interface=127.0.0.1}, C{tcp6:...}, C{unix:/path}), or
+    L{None}.
+    """
+    family = listeningFamily(fileno)
+    if family is None:
+        return None
+    probe = socket.socket(fileno=os.dup(fileno))
+    try:
+        address = probe.getsockname()
+    except OSError:
+        return None
+    finally:
+        probe.close()
+    if family == socket.AF_INET:
+        return f"tcp:{address[1]}:interface={address[0]}"
+    if family == socket.AF_INET6:
+        return f"tcp6:{address[1]}:interface={address[0]}"
+    if family == socket.AF_UNIX and isinstance(address, str) and address:
+        return f"unix:{os.path.abspath(address)}"
+    return None
+
+
+def identityMatches(announced: str, bound: str | None) -> bool:
+    """
+    Whether a socket bound to C{bound} (from L{socketIdentity}) may serve
+    the endpoint identity C{announced}: the same address, or the same
+    interface when C{announced} asks for any port (C{tcp:0:...}).  A
+    C{systemd:} identity names a socket by name, not address: it matches
+    any.
+    """
+    if announced.startswith("systemd:"):
+        return True
+    if bound is None:
+        return False
+    if announced == bound:
+        return True
+    scheme, _, rest = announced.partition(":")
+    port, _, interface = rest.partition(":")
+    boundScheme, _, boundRest = bound.partition(":")
+    _, _, boundInterface = boundRest.partition(":")
+    return scheme in ("tcp", "tcp6") and scheme == boundScheme and port == "0" and interface == boundInterface
+
+
+def pipeDirection(fileno: int) -> str | None:
+    """
+    C{"r"} or C{"w"} for the read or write end of a pipe inherited through
+    C{exec}; L{None} for a closed descriptor, anything else, or a pipe this
+    process made itself (such as the reactor's waker): Python and Twisted
+    open every descriptor close-on-exec, so one that is not was inherited.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(fileno).st_mode) or not os.get_inheritable(fileno):
+            return None
+        mode = fcntl.fcntl(fileno, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return None
+    return {os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(mode)
+
+
 @frozen
 class Inheritance:
     """
@@ -69,6 +136,8 @@ class Inheritance:
     @ivar readyFD: The descriptor to report on, or L{None}.
     @ivar lifelineFD: The descriptor to watch, or L{None}.
     @ivar generation: 1 for a first start, one more at each restart.
+    @ivar refused: Listening sockets announced under an identity they are
+        not bound to: not served, to be closed.
     """
 
     sockets: dict[str, tuple[int, socket.AddressFamily]] = field(factory=dict)
@@ -76,6 +145,7 @@ class Inheritance:
     readyFD: int | None = None
     lifelineFD: int | None = None
     generation: int = 1
+    refused: tuple[int, ...] = ()
 
     @classmethod
     def fromEnvironment(
@@ -83,6 +153,8 @@ class Inheritance:
         environ: MutableMapping[str, str],
         getppid: Callable[[], int] = os.getppid,
         familyOf: Callable[[int], socket.AddressFamily | None] = listeningFamily,
+        identify: Callable[[int], str | None] = socketIdentity,
+        pipeOf: Callable[[int], str | None] = pipeDirection,
     ) -> Inheritance:
         """
         Read and remove the inheritance variables from C{environ}.
@@ -90,6 +162,10 @@ class Inheritance:
         @param getppid: Returns this process's parent pid.
         @param familyOf: Returns the family of a listening socket
             descriptor, or L{None} for anything else.
+        @param identify: Returns the identity of the address a listening
+            socket is bound to (L{socketIdentity}).
+        @param pipeOf: Returns the direction of a pipe descriptor
+            (L{pipeDirection}).
         """
         raw = {name: environ.pop(name) for name in ALL_VARIABLES if name in environ}
         if not raw:
@@ -106,7 +182,21 @@ class Inheritance:
                 phase="inherit-ignored",
             )
             return cls()
+        readyFD, lifelineFD = _descriptor(raw.get(ENV_READY_FD)), _descriptor(raw.get(ENV_LIFELINE_FD))
+        for variable, fileno, direction in [(ENV_READY_FD, readyFD, "w"), (ENV_LIFELINE_FD, lifelineFD, "r")]:
+            if fileno is None or fileno == (lifelineFD if variable == ENV_READY_FD else readyFD) or (
+                pipeOf(fileno) != direction
+            ):
+                _log.warn(
+                    "Ignoring the inherited sockets: {variable}={value!r} is not an open pipe to the "
+                    "previous process; starting as a fresh server",
+                    variable=variable,
+                    value=raw.get(variable),
+                    phase="inherit-ignored",
+                )
+                return cls()
         sockets: dict[str, tuple[int, socket.AddressFamily]] = {}
+        refused: list[int] = []
         try:
             table: Any = json.loads(raw.get(ENV_SOCKETS, "{}"))
         except ValueError:
@@ -130,15 +220,23 @@ class Inheritance:
                     phase="inherit-ignored",
                 )
                 continue
+            if fileno in (readyFD, lifelineFD):
+                continue  # Reported as a pipe: not a socket.
+            bound = identify(fileno)
+            if not identityMatches(identity, bound):
+                _log.warn(
+                    "Refusing inherited socket {identity!r}: descriptor {fileno} is bound to {bound}, "
+                    "not to that address",
+                    identity=identity,
+                    fileno=fileno,
+                    bound=bound,
+                    phase="inherit-ignored",
+                )
+                refused.append(fileno)
+                continue
             sockets[identity] = (fileno, family)
         generation = _positiveInt(raw.get(ENV_GENERATION)) or 2
-        return cls(
-            sockets,
-            parent,
-            _descriptor(raw.get(ENV_READY_FD)),
-            _descriptor(raw.get(ENV_LIFELINE_FD)),
-            generation,
-        )
+        return cls(sockets, parent, readyFD, lifelineFD, generation, tuple(refused))
 
 
 def _positiveInt(text: str | None) -> int | None:

@@ -480,6 +480,7 @@ class GracefulService(MultiService):
         environ = self._environ if self._environ is not None else os.environ
         self.inheritance = inheritance = Inheritance.fromEnvironment(environ)
         byIdentity = {e.identity: e for e in self.endpoints()}
+        self._unusedInherited.extend(inheritance.refused)
         for identity, (fileno, family) in inheritance.sockets.items():
             endpoint = byIdentity.get(identity)
             if endpoint is None or endpoint.address.family != family or endpoint.port is not None:

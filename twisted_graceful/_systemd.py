@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Mapping
 
 from attrs import frozen
 
-from ._inherit import listeningFamily
+from ._inherit import listeningFamily, socketIdentity
 
 MAX_SOCKETS = 1024
 
@@ -59,27 +59,6 @@ class SystemdSocket:
         return scheme == "tcp6" and rest.endswith(":interface=::") and identity == (
             f"tcp:{rest.split(':', 1)[0]}:interface=0.0.0.0"
         )
-
-
-def socketIdentity(fileno: int) -> str | None:
-    """
-    The identity of the listening socket C{fileno}, or L{None}.
-    """
-    family = listeningFamily(fileno)
-    if family is None:
-        return None
-    probe = socket.socket(fileno=os.dup(fileno))
-    try:
-        address = probe.getsockname()
-    finally:
-        probe.close()
-    if family == socket.AF_INET:
-        return f"tcp:{address[1]}:interface={address[0]}"
-    if family == socket.AF_INET6:
-        return f"tcp6:{address[1]}:interface={address[0]}"
-    if family == socket.AF_UNIX and isinstance(address, str) and address:
-        return f"unix:{os.path.abspath(address)}"
-    return None
 
 
 def _passedDescriptors() -> Iterator[int]:

@@ -166,17 +166,25 @@ def withDeadline(d: Deferred[Any], timeout: float, message: str) -> Deferred[Any
     return result
 
 
-def startServer(tmpPath: Path, *args: str, name: str = "twistd", twistdArgs: tuple[str, ...] = ()) -> ServerProcess:
+def startServer(
+    tmpPath: Path,
+    *args: str,
+    name: str = "twistd",
+    twistdArgs: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+    childFDs: dict[int, int | str] | None = None,
+) -> ServerProcess:
     """
     Start C{twistd -n graceful ARGS} in C{tmpPath}, logging JSON events to
-    stdout.
+    stdout, with C{env} added to the environment and C{childFDs} (for
+    C{spawnProcess}) if given.
     """
-    env = dict(os.environ)
+    env = dict(os.environ, **(env or {}))
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     process = ServerProcess(tmpPath / f"{name}.log")
     argv = [TWISTD, "-n", "--logger=twisted_graceful.jsonlog.observer", *twistdArgs, "graceful", *args]
-    reactor.spawnProcess(process, TWISTD, argv, env=env, path=str(tmpPath))  # type: ignore[attr-defined]
+    reactor.spawnProcess(process, TWISTD, argv, env=env, path=str(tmpPath), childFDs=childFDs)  # type: ignore[attr-defined]
     return process
 
 

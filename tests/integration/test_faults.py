@@ -6,6 +6,7 @@ those are counted.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from twisted.internet.error import ProcessDone
 
 from ._client import connectRaw, freshPool, portOf
 from ._load import LoadLoop
-from ._procs import alive, freePort, waitUntilGone, zombieChildren
+from ._procs import alive, freePort, listeningSockets, waitUntilGone, zombieChildren
 from ._server import startServer, stopServer
 from .test_restart_process import Cluster
 
@@ -295,3 +296,68 @@ async def test_forgedControlFiles(tmp_path: Path) -> None:
             assert alive(pid)
     finally:
         transport.signalProcess("KILL")
+
+
+@pytest_twisted.ensureDeferred
+async def test_bogusInheritance(tmp_path: Path) -> None:
+    """
+    Inheritance variables naming the real parent but closed or garbage
+    pipe descriptors are ignored with a warning: the server starts fresh,
+    writes its pid and status files, and serves.
+    """
+    from twisted_graceful._inherit import ENV_GENERATION, ENV_LIFELINE_FD, ENV_PARENT_PID, ENV_READY_FD, ENV_SOCKETS
+
+    port = freePort()
+    # Low descriptors are the twistd process's own (its reactor's waker
+    # pipe among them): none may be taken for the hand-over pipes.
+    for ready, lifeline in [("7", "8"), ("8", "7"), ("6", "5"), ("4", "5"), ("x", "-1")]:
+        directory = tmp_path / f"run-{ready}-{lifeline}"
+        directory.mkdir()
+        env = {ENV_PARENT_PID: str(os.getpid()), ENV_READY_FD: ready, ENV_LIFELINE_FD: lifeline,
+               ENV_SOCKETS: "{}", ENV_GENERATION: "2"}
+        server = startServer(directory, "--port", f"tcp:{port}:interface=127.0.0.1", "--app",
+                             "tests.integration.app.root", twistdArgs=("--pidfile=app.pid",), env=env)
+        try:
+            ignored = await server.waitForPhase("inherit-ignored")
+            assert (ignored["variable"], ignored["value"]) in [(ENV_READY_FD, ready), (ENV_LIFELINE_FD, lifeline)]
+            served = await server.waitForPhase("ready")
+            assert served["generation"] == 1
+            await _waitForFile(directory / "app.pid", str(served["pid"]))
+            assert int((directory / "app.pid").read_text()) == served["pid"]
+            assert f'"pid": {served["pid"]}' in (directory / "app.pid.status").read_text()
+            response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+            assert (await response.content()).decode() == str(served["pid"])
+            server.signal(signal.SIGTERM)
+            await server.waitForExit()
+        finally:
+            stopServer(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_inheritedSocketOfAnotherAddress(tmp_path: Path) -> None:
+    """
+    A listening socket announced under an identity it is not bound to is
+    refused and closed; the server binds the announced address itself.
+    """
+    from twisted_graceful._inherit import ENV_LIFELINE_FD, ENV_PARENT_PID, ENV_READY_FD, ENV_SOCKETS
+
+    wanted = freePort()
+    other = socket.socket()
+    other.bind(("127.0.0.1", 0))
+    other.listen(5)
+    identity = f"tcp:{wanted}:interface=127.0.0.1"
+    env = {ENV_PARENT_PID: str(os.getpid()), ENV_READY_FD: "4", ENV_LIFELINE_FD: "5",
+           ENV_SOCKETS: json.dumps({identity: 3})}
+    server = startServer(tmp_path, "--port", identity, "--app", "tests.integration.app.root", env=env,
+                         childFDs={0: 0, 1: "r", 2: "r", 3: other.fileno(), 4: "r", 5: "w"})
+    try:
+        refused = await server.waitForPhase("inherit-ignored")
+        assert (refused["identity"], refused["bound"]) == (identity, f"tcp:{other.getsockname()[1]}:interface=127.0.0.1")
+        served = await server.waitForPhase("ready")
+        assert served["endpoints"] == {identity: f"127.0.0.1:{wanted}"}
+        assert listeningSockets(served["pid"]) == 1
+        response = await treq.get(f"http://127.0.0.1:{wanted}/", pool=freshPool(), timeout=10)
+        assert (await response.content()).decode() == str(served["pid"])
+    finally:
+        other.close()
+        stopServer(server)
