@@ -8,15 +8,17 @@ import os
 import socket
 import struct
 import sys
+from pathlib import Path
 from unittest import SkipTest, skipIf
 
 from hypothesis import example, given, settings, strategies as st
+import twisted.test as twistedTests
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 
-from twisted_graceful import BadEndpoint, GracefulSiteService, ListenFailed
+from twisted_graceful import BadEndpoint, GracefulSiteService, ListenFailed, MissingExtra
 from twisted_graceful._endpoint import (
     ListenAddress,
     _bindMessage,
@@ -78,10 +80,94 @@ class ParseEndpointTests(SynchronousTestCase):
             parseEndpoint("stdio:")
         self.assertIn("Cannot serve 'stdio:'", str(caught.exception))
 
+    def test_sslWithoutTLS(self) -> None:
+        """
+        An C{ssl:} port without pyOpenSSL names the extra to install, and
+        does not blame the description.
+        """
+        import twisted.internet.endpoints
+
+        def noOpenSSL(reactor: object, description: str) -> object:
+            raise ModuleNotFoundError("No module named 'OpenSSL'", name="OpenSSL")
+
+        self.patch(twisted.internet.endpoints, "serverFromString", noOpenSSL)
+        with self.assertRaises(MissingExtra) as caught:
+            parseEndpoint("ssl:8443:privateKey=key.pem")
+        self.assertEqual(
+            str(caught.exception),
+            "'ssl:8443:privateKey=key.pem' needs TLS (ssl: ports), which is not installed "
+            "(no module named 'OpenSSL'): pip install 'twisted-graceful[tls]'",
+        )
+
     def test_sslMissingFiles(self) -> None:
         with self.assertRaises(BadEndpoint) as caught:
             parseEndpoint("ssl:8443:privateKey=/nonexistent/key.pem:certKey=/nonexistent/cert.pem")
         self.assertIn("nonexistent", str(caught.exception))
+
+
+class ALPNTests(SynchronousTestCase):
+    """
+    An C{ssl:} endpoint names the protocols it serves in ALPN, so that a
+    client that offers ALPN (browsers, curl) completes the handshake.
+    """
+
+    def handshake(self, description: str, offered: list[bytes]) -> object:
+        """
+        Connect a TLS client offering C{offered} to C{description}'s TLS
+        options serving a L{DrainingFactory}, in memory; the protocol
+        negotiated, or the client's failure.
+        """
+        from twisted.internet.protocol import Protocol
+        from twisted.internet.ssl import CertificateOptions
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+        from twisted.test.iosim import connect, makeFakeClient, makeFakeServer
+        from twisted.web.server import Site
+
+        from twisted_graceful import DrainingFactory
+
+        clock = MemoryReactorClock()
+        address = parseEndpoint(description)
+        served = TLSMemoryBIOFactory(
+            address.tlsContextFactory, False, DrainingFactory(Site(Resource(), reactor=clock), clock)
+        )
+        server = served.buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
+        lost: list[object] = []
+
+        class Client(Protocol):
+            def connectionLost(self, reason: object) -> None:
+                lost.append(reason)
+
+        client = TLSMemoryBIOFactory(
+            CertificateOptions(acceptableProtocols=offered), True, Factory.forProtocol(Client)
+        ).buildProtocol(IPv4Address("TCP", "127.0.0.1", 8443))
+        connect(server, makeFakeServer(server), client, makeFakeClient(client))
+        return lost[0] if lost else client.negotiatedProtocol
+
+    def test_http11(self) -> None:
+        """
+        A client offering C{http/1.1} by ALPN gets it, with and without
+        HTTP/2 installed, and with a particular TLS method.
+        """
+        import twisted.web.http
+
+        pem = Path(twistedTests.__file__).parent / "server.pem"
+        for enabled in [True, False]:
+            self.patch(twisted.web.http, "H2_ENABLED", enabled)
+            for description in [f"ssl:0:privateKey={pem}", f"ssl:0:privateKey={pem}:sslmethod=SSLv23_METHOD"]:
+                self.assertEqual(self.handshake(description, [b"http/1.1"]), b"http/1.1", (enabled, description))
+
+    def test_h2(self) -> None:
+        """
+        A client offering C{h2} first gets it when HTTP/2 is installed, and
+        C{http/1.1} when it is not.
+        """
+        import twisted.web.http
+
+        pem = Path(twistedTests.__file__).parent / "server.pem"
+        for enabled, chosen in [(True, b"h2"), (False, b"http/1.1")]:
+            self.patch(twisted.web.http, "H2_ENABLED", enabled)
+            self.assertEqual(self.handshake(f"ssl:0:privateKey={pem}", [b"h2", b"http/1.1"]), chosen)
 
 
 class BindMessageTests(SynchronousTestCase):

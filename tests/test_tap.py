@@ -4,10 +4,15 @@ Tests for L{twisted_graceful.tap}.
 
 from __future__ import annotations
 
+import sys
+from io import StringIO
+from pathlib import Path
+
+import twisted.test as twistedTests
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.wsgi import WSGIResource
 
-from twisted_graceful import GracefulSiteService
+from twisted_graceful import GracefulSiteService, _logfile
 from twisted_graceful.demo import DemoResource
 from twisted_graceful.tap import Options, makeService
 
@@ -17,6 +22,10 @@ from .test_service import FakeBinder
 
 def wsgiApp(environ: object, start_response: object) -> list[bytes]:
     return [b""]
+
+
+def raisingApp() -> object:
+    raise RuntimeError("settings.toml not found")
 
 
 class OptionsTests(SynchronousTestCase):
@@ -64,8 +73,60 @@ class OptionsTests(SynchronousTestCase):
             "--app and --wsgi cannot be used together",
         )
 
+    def assertAppError(self, args: list[str], *fragments: str) -> str:
+        """
+        The application named is refused with one line that starts with the
+        command and contains C{fragments}.
+        """
+        with self.assertRaises(SystemExit) as caught:
+            self.parse(*args)
+        message = str(caught.exception.code)
+        self.assertTrue(message.startswith("twistd graceful: "), message)
+        self.assertEqual(len(message.splitlines()), 1, message)
+        for fragment in fragments:
+            self.assertIn(fragment, message)
+        return message
+
     def test_badApp(self) -> None:
-        self.assertUsageError(["--app", "nosuchmodule_tg.root"], "--app", "no module named")
+        self.assertAppError(["--app", "nosuchmodule_tg.root"], "--app", "no module named")
+
+    def test_appRaises(self) -> None:
+        """
+        An C{--app} callable that raises ends the command with one line that
+        names the option and the cause.
+        """
+        self.assertAppError(
+            ["--app", "tests.test_tap.raisingApp"],
+            "--app 'tests.test_tap.raisingApp': calling it raised RuntimeError: settings.toml not found",
+        )
+
+    def test_appTracebackInLog(self) -> None:
+        """
+        With a log file, the traceback of an C{--app} that raised is written
+        to it as a debug event.
+        """
+        self.patch(_logfile, "_target", None)
+        options = Options()
+        options.parent = {"logfile": "app.log", "nodaemon": True}  # type: ignore[attr-defined]
+        with self.assertRaises(SystemExit):
+            options.parseOptions(["--app", "tests.test_tap.raisingApp"])
+        log = Path("app.log").read_text()
+        self.assertIn("#debug] --app 'tests.test_tap.raisingApp': calling it raised RuntimeError", log)
+        self.assertIn("Traceback", log)
+        self.assertIn('raise RuntimeError("settings.toml not found")', log)
+
+    def test_appNoTracebackOnTerminal(self) -> None:
+        """
+        With the log on the terminal (C{-n}), nothing but the one line is
+        written.
+        """
+        self.patch(_logfile, "_target", None)
+        self.patch(sys, "stdout", StringIO())
+        options = Options()
+        options.parent = {"nodaemon": True}  # type: ignore[attr-defined]
+        with self.assertRaises(SystemExit):
+            options.parseOptions(["--app", "tests.test_tap.raisingApp"])
+        self.assertEqual(sys.stdout.getvalue(), "")
 
     def test_badPort(self) -> None:
         self.assertUsageError(["--port", "tcp:notaport"], "--port", "Invalid endpoint description")
@@ -113,3 +174,24 @@ class MakeServiceTests(SynchronousTestCase):
             "twistd graceful: Cannot listen on 8081: address already in use.",
         )
         self.assertTrue(self.binder.bound[0].closed)
+
+    def test_http2Advice(self) -> None:
+        """
+        Without HTTP/2 installed, a start with an C{ssl:} port says once
+        that HTTP/1.1 only is served there, and what to install.
+        """
+        import twisted.web.http
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import globalLogPublisher
+
+        pem = Path(twistedTests.__file__).parent / "server.pem"
+        for enabled, expected in [(True, []), (False, [[f"ssl:0:privateKey={pem}"]])]:
+            self.patch(twisted.web.http, "H2_ENABLED", enabled)
+            events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+            options = Options()
+            options.parseOptions(["--port", "8080", "--port", f"ssl:0:privateKey={pem}"])
+            makeService(options)
+            advice = [e for e in events if "HTTP/2 is not offered" in e["log_format"]]
+            self.assertEqual([e["endpoints"] for e in advice], expected)
+            for event in advice:
+                self.assertEqual(event["command"], "pip install 'twisted-graceful[http2]'")

@@ -17,6 +17,7 @@ import errno
 import os
 import socket
 import stat
+import warnings
 from typing import Any
 
 from attrs import frozen
@@ -24,6 +25,7 @@ from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReact
 from twisted.internet.protocol import Factory
 
 from ._errors import BadEndpoint, ListenFailed
+from ._extras import missingExtra
 
 _SUPPORTED = "tcp:PORT, tcp6:PORT, unix:PATH, ssl:PORT:privateKey=KEY:certKey=CERT, or a bare port number"
 
@@ -76,6 +78,7 @@ def parseEndpoint(description: str) -> ListenAddress:
 
     @raise BadEndpoint: The description does not parse, or names another
         kind of endpoint.
+    @raise MissingExtra: An C{ssl:} description, without the C{tls} extra.
     """
     text = description.strip()
     if text.isdigit():
@@ -96,6 +99,7 @@ def _parseWithTwisted(description: str, text: str) -> ListenAddress:
 
     @raise BadEndpoint: The description does not parse, or names another
         kind of endpoint.
+    @raise MissingExtra: The endpoint needs an optional package.
     """
     from twisted.internet.endpoints import serverFromString
     from twisted.internet.testing import MemoryReactor
@@ -104,6 +108,9 @@ def _parseWithTwisted(description: str, text: str) -> ListenAddress:
     try:
         endpoint = serverFromString(recorder, text)
     except Exception as e:
+        missing = missingExtra(f"{description!r}", e)
+        if missing is not None:
+            raise missing from None
         raise BadEndpoint(
             f"Invalid endpoint description {description!r}: {_describe(e)}. "
             f"Expected {_SUPPORTED}."
@@ -247,24 +254,32 @@ def _parseSystemd(description: str, text: str) -> ListenAddress:
 
 def _withALPN(options: Any) -> Any:
     """
-    Offer HTTP/2 by ALPN when Twisted can serve it (C{twisted[http2]}):
-    Twisted's C{ssl:} parser makes options that offer no protocol.  Options
-    with a particular TLS method are left as they are.
+    Name the protocols served in ALPN: C{h2} (when Twisted can serve HTTP/2,
+    with C{twisted[http2]}), then C{http/1.1}.
+
+    Twisted's C{ssl:} parser makes options that name none, and the factory
+    that serves the connection (a L{DrainingFactory}, not the L{Site}) names
+    none either: a client that offers ALPN, as browsers and curl do, would
+    then fail the handshake.
     """
     from OpenSSL import SSL
     from twisted.internet.ssl import CertificateOptions
     from twisted.web.http import H2_ENABLED
 
-    if not H2_ENABLED or not isinstance(options, CertificateOptions) or options.method != SSL.TLS_METHOD:
+    if not isinstance(options, CertificateOptions):
         return options
-
-    return CertificateOptions(
-        privateKey=options.privateKey,
-        certificate=options.certificate,
-        extraCertChain=options.extraCertChain or None,
-        dhParameters=options.dhParameters,
-        acceptableProtocols=[b"h2", b"http/1.1"],
-    )
+    method: dict[str, Any] = {} if options.method == SSL.TLS_METHOD else {"method": options.method}
+    with warnings.catch_warnings():
+        # Twisted's parser warned already about an sslmethod= it was given.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return CertificateOptions(
+            privateKey=options.privateKey,
+            certificate=options.certificate,
+            extraCertChain=options.extraCertChain or None,
+            dhParameters=options.dhParameters,
+            acceptableProtocols=[b"h2", b"http/1.1"] if H2_ENABLED else [b"http/1.1"],
+            **method,
+        )
 
 
 def _describe(e: Exception) -> str:

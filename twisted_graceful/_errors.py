@@ -30,6 +30,20 @@ class AppLoadError(GracefulError):
     """
 
 
+class MissingExtra(GracefulError, ImportError):
+    """
+    Raised when a feature needs an optional package that is not installed;
+    the message names the extra that installs it
+    (C{pip install 'twisted-graceful[tls]'}).
+
+    @ivar extra: The extra: C{tls}, C{http2} or C{websocket}.
+    """
+
+    def __init__(self, message: str, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
+
+
 class ListenFailed(GracefulError):
     """
     Raised when a listening socket cannot be bound, for example because the

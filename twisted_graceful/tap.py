@@ -12,9 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from typing import Any
 
+from twisted.logger import Logger, LogLevel
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -22,13 +25,16 @@ from . import _logfile
 from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
+from ._extras import installCommand
+from ._logfile import PidTextObserver
 from ._health import HealthSite
-from ._errors import GracefulError
+from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
 from ._signals import HANGUP_ACTIONS, signalNumber
 
 DEFAULT_PORT = "8080"
+_log = Logger()
 
 
 def _restartSignal(value: str) -> int | None:
@@ -129,10 +135,16 @@ class Options(usage.Options):
             super().parseOptions(options)
         except usage.UsageError as e:
             raise SystemExit(f"twistd graceful: {e}\nSee: twistd graceful --help") from None
+        except (AppLoadError, MissingExtra) as e:
+            # The application or the installation, not the command line, is
+            # at fault: no usage.
+            raise SystemExit(f"twistd graceful: {e}") from None
 
     def opt_port(self, description: str) -> None:
         try:
             parseEndpoint(description)
+        except MissingExtra as e:
+            raise MissingExtra(f"--port: {e}", e.extra) from None
         except GracefulError as e:
             raise usage.UsageError(f"--port: {e}") from None
         if description in self["ports"]:
@@ -185,8 +197,7 @@ class Options(usage.Options):
         if parent is not None and parent.get("pidfile"):
             self["pidfile"] = os.path.abspath(parent["pidfile"])
             parent["pidfile"] = ""
-        if parent is not None:
-            _takeOverLog(parent)
+        logPath = _takeOverLog(parent) if parent is not None else None
         identities: dict[str, str] = {}
         for description in self["ports"]:
             identity = parseEndpoint(description).identity
@@ -205,23 +216,47 @@ class Options(usage.Options):
                 from .demo import DemoResource
 
                 self["resource"] = DemoResource()
-        except GracefulError as e:
-            raise usage.UsageError(str(e)) from None
+        except AppLoadError as e:
+            if e.__cause__ is not None and logPath is not None:
+                _logTraceback(logPath, str(e), e.__cause__)
+            raise
 
 
-def _takeOverLog(parent: Any) -> None:
+def _logTraceback(path: str, message: str, error: BaseException) -> None:
+    """
+    Append C{error}'s traceback to the log file at C{path}, as a debug event:
+    the terminal gets one line, and the log the whole story.  (The log has
+    not begun yet when options are parsed, so it is written here.)
+    """
+    event = {
+        "log_format": "{message}",
+        "message": message,
+        "log_level": LogLevel.debug,
+        "log_namespace": __name__,
+        "log_time": time.time(),
+        "log_failure": Failure(error, type(error), error.__traceback__),
+    }
+    with open(path, "a", encoding="utf-8") as log:
+        PidTextObserver(log)(event)
+
+
+def _takeOverLog(parent: Any) -> str | None:
     """
     Two generations write one log during a hand-over: replace twistd's log
     observer by one that appends and marks each line with its pid, unless
     the user chose a logger or syslog.
+
+    @return: The log file, or L{None} if the log is not one we write to a
+        file (standard output, syslog, the user's logger).
     """
     if parent.get("logger") or parent.get("syslog"):
-        return
+        return None
     path = parent.get("logfile") or (None if parent.get("nodaemon") else "twistd.log")
     if path is not None and path != "-":
         path = os.path.abspath(path)
     _logfile.configure(path)
     parent["logger"] = _logfile.OBSERVER
+    return None if path in (None, "-") else path
 
 
 def _wsgiResource(application: Any) -> IResource:
@@ -241,6 +276,24 @@ def _makeSite(options: Options, service: GracefulService) -> Site:
     elif options["no-access-log"]:
         site.log = lambda request: None  # type: ignore[method-assign]
     return site
+
+
+def _adviseHTTP2(service: GracefulService) -> None:
+    """
+    Say once, at start, that C{ssl:} ports serve HTTP/1.1 only when HTTP/2
+    is not installed.
+    """
+    tls = [e.address.description for e in service.endpoints() if e.address.scheme == "ssl"]
+    if not tls:
+        return
+    from twisted.web.http import H2_ENABLED
+
+    if not H2_ENABLED:
+        _log.info(
+            "HTTP/2 is not offered on {endpoints} (HTTP/1.1 only): {command}",
+            endpoints=tls,
+            command=installCommand("http2"),
+        )
 
 
 def makeService(options: Options) -> GracefulService:
@@ -266,6 +319,7 @@ def makeService(options: Options) -> GracefulService:
         )
     for name, hook in options["hooks"]:
         service.addShutdownHook(hook, timeout=options["hook-timeout"], name=name)
+    _adviseHTTP2(service)
     try:
         service.bind()
     except GracefulError as e:
