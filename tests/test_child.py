@@ -145,3 +145,55 @@ class ChildProcessTests(SynchronousTestCase):
     def test_handOver(self) -> None:
         self.child.handOver()
         self.assertEqual(self.child.transport.written, [(LIFELINE_FD, b'{"state": "handed-over"}\n')])  # type: ignore[union-attr]
+
+
+class TurnClock(Clock):
+    """
+    A clock that runs, in one C{advance}, only the calls that were due when
+    it began, as the reactor's timer pass does: a call made by a timer runs
+    after the next pass over the descriptors.
+    """
+
+    def advance(self, amount: float) -> None:
+        self.rightNow += amount
+        due = [c for c in self.calls if c.getTime() <= self.seconds()]
+        for call in sorted(due, key=lambda c: c.getTime()):
+            if call in self.calls:
+                self.calls.remove(call)
+                call.called = 1
+                call.func(*call.args, **call.kw)
+
+
+class BlockedLoopTests(SynchronousTestCase):
+    """
+    A loop blocked past the ready deadline reads what the successor already
+    reported before it judges the deadline.
+    """
+
+    def setUp(self) -> None:
+        self.clock = TurnClock()
+        self.ready: list[ReadyMessage] = []
+        self.failed: list[Failure] = []
+        self.signals: list[tuple[int, int]] = []
+        self.child = ChildProcess(
+            self.clock, READY_FD, LIFELINE_FD, READY_TIMEOUT, self.ready.append, self.failed.append,
+            kill=lambda pid, signum: self.signals.append((pid, signum)), killGrace=KILL_GRACE,
+        )
+        self.child.makeConnection(FakeProcessTransport(100))  # type: ignore[arg-type]
+
+    def test_readyWaitingWhenDeadlineFires(self) -> None:
+        """
+        The ready message that arrived while the loop was blocked wins over
+        the deadline that fired first: nothing is terminated.
+        """
+        self.clock.advance(READY_TIMEOUT * 3)  # The loop wakes: timers first.
+        self.child.childDataReceived(READY_FD, b'{"state": "ready", "pid": 100}\n')  # Then descriptors.
+        self.clock.advance(0)
+        self.assertEqual((len(self.ready), self.failed, self.signals), (1, [], []))
+
+    def test_nothingWaiting(self) -> None:
+        self.clock.advance(READY_TIMEOUT)
+        self.assertEqual(self.failed, [])
+        self.clock.advance(0)
+        self.failed[0].trap(ChildReadyTimeout)
+        self.assertEqual(self.signals, [(100, signal.SIGTERM)])

@@ -79,6 +79,18 @@ class ReporterTests(SynchronousTestCase):
         self.assertEqual(self.keys(), [["READY"], ["RELOADING"], ["MAINPID"]])
         self.assertIn("MAINPID=4242", self.notifier.sent[2])
 
+    def test_onlyServerOfRecordWrites(self) -> None:
+        """
+        A process that never served alone (a successor stopped while it
+        starts, or terminated at its ready deadline) leaves the status file
+        of the serving process as it is.
+        """
+        StatusFile(self.path).update(pid=1, startTime=2, state="serving")
+        self.reporter.draining(0.0)
+        self.reporter.stopped([DrainResult("e", 1, 1, 0, 0, 0, 1.0)])
+        self.assertEqual(readStatus(self.path), {"pid": 1, "startTime": 2, "state": "serving"})
+        self.assertEqual(self.keys(), [], "nor does systemd hear that the service stops")
+
     def test_failedUpgrade(self) -> None:
         self.reporter.serving(1, {}, 0.0)
         attempt = self.reporter.restartRequested()
@@ -93,6 +105,7 @@ class ReporterTests(SynchronousTestCase):
         """
         A drain that failed makes the stop unclean, whatever the others did.
         """
+        self.reporter.serving(1, {}, 0.0)
         self.reporter.draining(0.0)
         self.reporter.stopped([DrainResult("e", 1, 1, 1, 0, 0, 1.0)], failed=1)
         status = readStatus(self.path)
@@ -100,6 +113,7 @@ class ReporterTests(SynchronousTestCase):
         self.assertFalse(status["drain"]["clean"])
 
     def test_stopped(self) -> None:
+        self.reporter.serving(1, {}, 0.0)
         self.reporter.draining(0.0)
         self.reporter.stopped([DrainResult("e", 1, 1, 0, 1, 1, 1.0)])
         status = readStatus(self.path)
@@ -107,7 +121,7 @@ class ReporterTests(SynchronousTestCase):
         self.assertEqual(
             status["drain"], {"completed": 0, "aborted": 1, "abortedConnections": 1, "clean": False}
         )
-        self.assertEqual(self.keys(), [["STOPPING"], []])
+        self.assertEqual(self.keys(), [["READY"], ["STOPPING"], []])
 
 
 class NotifierTests(SynchronousTestCase):

@@ -189,6 +189,14 @@ class ChildProcess(ProcessProtocol):
     def _timedOut(self) -> None:
         self._deadline = None
         if not self._settled:
+            # A loop blocked past the deadline runs this timer before it
+            # reads what the successor wrote meanwhile: judge only after one
+            # more pass over the descriptors (a call made now runs after it).
+            self._deadline = self._clock.callLater(0, self._judgeTimeout)
+
+    def _judgeTimeout(self) -> None:
+        self._deadline = None
+        if not self._settled:
             self._fail(
                 ChildReadyTimeout(
                     f"The successor (pid {self.servingPID or self.spawnedPID}) was not ready within "

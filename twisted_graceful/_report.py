@@ -30,9 +30,14 @@ class Reporter:
     statusFile: StatusFile | None
     notifier: Notifier
     _attempts: int = field(default=0, init=False)
+    _ofRecord: bool = field(default=False, init=False)
 
     def _update(self, **changes: Any) -> None:
-        if self.statusFile is not None:
+        # Only the server of record writes the status file: a successor
+        # that never served alone (stopped while starting, or terminated at
+        # its ready deadline) must not overwrite the file of the process
+        # that serves.
+        if self.statusFile is not None and self._ofRecord:
             self.statusFile.update(**changes)
 
     def serving(self, generation: int, endpoints: dict[str, str | None], started: float) -> None:
@@ -41,6 +46,7 @@ class Reporter:
         stopped accepting.
         """
         pid = os.getpid()
+        self._ofRecord = True
         self._update(
             pid=pid,
             startTime=processStartTime(pid),
@@ -88,6 +94,8 @@ class Reporter:
         self.notifier.mainPID(childPID, f"Handed over to pid {childPID}; pid {os.getpid()} drains")
 
     def draining(self, delay: float) -> None:
+        if not self._ofRecord:
+            return  # Not serving: systemd must not hear that the service stops.
         self._update(state="draining", drainDelay=delay)
         self.notifier.stopping(f"Draining pid {os.getpid()}")
 
@@ -96,6 +104,8 @@ class Reporter:
         The drain is over: C{results} of the endpoints whose drain ended,
         C{failed} the count of those whose drain failed (never clean).
         """
+        if not self._ofRecord:
+            return
         completed = sum(r.completed for r in results)
         aborted = sum(r.abortedRequests for r in results)
         connections = sum(r.abortedConnections for r in results)

@@ -9,6 +9,7 @@ their order.
 from __future__ import annotations
 
 import os
+import time
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -37,6 +38,10 @@ class App(Resource):
             # this response unfinished.
             request.setHeader(b"Content-Type", b"application/octet-stream")
             return b"x" * (64 * 1024 * 1024)
+        if request.path == b"/block":
+            # Blocks the whole event loop, as a slow synchronous handler does.
+            time.sleep(float(request.args.get(b"seconds", [b"1"])[0]))
+            return b"blocked\n"
         if request.path == b"/slow":
             _log.info("slow request received", testEvent="slow-received")
             return self._demo.render_GET(request)

@@ -361,3 +361,28 @@ async def test_inheritedSocketOfAnotherAddress(tmp_path: Path) -> None:
     finally:
         other.close()
         stopServer(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopBlockedPastReadyTimeout(cluster: Cluster, tmp_path: Path) -> None:
+    """
+    The old process's loop blocked past --ready-timeout while its successor
+    got ready: on waking it reads the ready report and hands over instead of
+    killing the successor, and the control command sees the new server.
+    """
+    from .test_operations import control
+
+    server = cluster.start(READY_TIMEOUT="2")
+    ready = await cluster.ready(1)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    os.kill(ready["pid"], signal.SIGUSR2)
+    await server.waitForPhase("child-spawned")
+    blocked = treq.get(f"{url}block?seconds=4", pool=freshPool(), timeout=20)
+    successor = await cluster.ready(2)
+    assert (await blocked).code == 200
+    await server.waitFor("the old process to exit", lambda e: e.get("phase") == "parent-gone")
+    assert "restart-failed" not in server.phases()
+    assert cluster.pidFile() == successor["pid"]
+    code, out, err = await control(tmp_path, "status", "--pidfile", "app.pid")
+    assert (code, err) == (0, ""), err
+    assert f"pid: {successor['pid']}" in out and "state: serving" in out
