@@ -4,6 +4,7 @@ Tests for L{twisted_graceful.tap}.
 
 from __future__ import annotations
 
+import re
 import sys
 from io import StringIO
 from pathlib import Path
@@ -195,3 +196,65 @@ class MakeServiceTests(SynchronousTestCase):
             self.assertEqual([e["endpoints"] for e in advice], expected)
             for event in advice:
                 self.assertEqual(event["command"], "pip install 'twisted-graceful[http2]'")
+
+
+CLI_DOCS = Path(__file__).parents[1] / "docs" / "cli.md"
+
+
+def optionDrift(helpText: str, docs: str) -> list[str]:
+    """
+    How the option table of C{docs} differs from the options C{helpText}
+    (the output of C{twistd graceful --help}) lists: each problem, in words.
+    """
+    listed: dict[str, tuple[str | None, str | None]] = {}
+    for short, name, default in re.findall(
+        r"^ {2}(?:-(\w), )? {0,4}--([\w-]+)=?[^\n]*((?:\n {20,}[^\n]*)*)", helpText, re.MULTILINE
+    ):
+        found = re.search(r"\[default: ([^\]]*)\]", " ".join(default.split()))
+        listed[name] = (short or None, found.group(1) if found else None)
+    rows = {
+        match.group(1): match for match in re.finditer(r"^\| `--([\w-]+)`(?:, `-(\w)`)? \|([^|]*)\|", docs, re.MULTILINE)
+    }
+    problems = [f"--{name} is not in the table" for name in listed if name not in rows]
+    problems += [f"--{name} is documented but does not exist" for name in rows if name not in listed]
+    for name, (short, default) in listed.items():
+        row = rows.get(name)
+        if row is None:
+            continue
+        if row.group(2) != short:
+            problems.append(f"--{name}: short flag -{short} in --help, -{row.group(2)} in the docs")
+        documented = row.group(3).strip().strip("`")
+        if default is not None and not _sameDefault(default, documented):
+            problems.append(f"--{name}: default {default} in --help, {documented!r} in the docs")
+    return problems
+
+
+def _sameDefault(default: str, documented: str) -> bool:
+    try:
+        return float(default) == float(documented)
+    except ValueError:
+        return default == documented
+
+
+class DocumentedTests(SynchronousTestCase):
+    def test_everyOptionDocumented(self) -> None:
+        """
+        Every option C{twistd graceful --help} lists has a row in
+        C{docs/cli.md}, with its short flag and default; no row names an
+        option that does not exist.
+        """
+        self.assertEqual(optionDrift(str(Options()), CLI_DOCS.read_text()), [])
+
+    def test_driftFound(self) -> None:
+        """
+        A missing row, a stale row and a wrong default are each found.
+        """
+        docs = CLI_DOCS.read_text()
+        missing = re.sub(r"^\| `--health`.*\n", "", docs, flags=re.MULTILINE)
+        stale = docs + "| `--gone` | | Removed. |\n"
+        wrong = docs.replace("| `--shutdown-timeout` | `30` |", "| `--shutdown-timeout` | `20` |")
+        self.assertEqual(optionDrift(str(Options()), missing), ["--health is not in the table"])
+        self.assertEqual(optionDrift(str(Options()), stale), ["--gone is documented but does not exist"])
+        self.assertEqual(
+            optionDrift(str(Options()), wrong), ["--shutdown-timeout: default 30.0 in --help, '20' in the docs"]
+        )
