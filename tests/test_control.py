@@ -417,3 +417,34 @@ class ArgumentTests(SynchronousTestCase):
             self.assertEqual(e.code, ExitStatus.USAGE)
         else:
             self.assertEqual(code, ExitStatus.NO_SERVER)
+
+
+class PidFileErrorTests(ControlTestCase):
+    """
+    A server that could not write its pid file says so through the status
+    file, and the command passes it on.
+    """
+
+    def test_reloadSaysPidFileFailed(self) -> None:
+        reason = f"Cannot write the pid file {self.pidfile}: Read-only file system."
+
+        def restart() -> None:
+            StatusFile(self.status.path).update(pid=SUCCESSOR, startTime=1, state="serving", pidFileError=reason)
+            self.fake.exit(SERVER)
+
+        self.fake.reactions[signal.SIGUSR2] = restart
+        self.assertEqual(self.command("reload"), ExitStatus.FAILED)
+        self.assertEqual(self.out, [f"pid {SUCCESSOR} serves, but it could not write the pid file: {reason} "
+                                    "Fix that, then restart the server."])
+
+    def test_stalePidFileExplained(self) -> None:
+        self.fake.exit(SERVER)
+        self.fake.processes[SUCCESSOR] = (1, SERVER_USER)
+        self.status.update(pid=SUCCESSOR, pidFileError="Read-only file system.")
+        self.assertRefused(self.command("stop"), ExitStatus.NO_SERVER,
+                           f"the status file says pid {SUCCESSOR} serves but could not write the pid file")
+
+    def test_status(self) -> None:
+        self.status.update(pidFileError="No space left on device.")
+        self.assertEqual(self.command("status"), ExitStatus.OK)
+        self.assertIn("pid file: not written: No space left on device.", self.out)

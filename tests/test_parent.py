@@ -107,3 +107,23 @@ class ParentProcessTests(SynchronousTestCase):
         parent.watch(lambda: seen.append("handed-over"), lambda: seen.append("gone"))
         parent.announce("ready")
         self.assertEqual((seen, self.fds.written), (["gone"], {}))
+
+    def test_handlerFailureIsNotParentGone(self) -> None:
+        """
+        A failure while handling the C{handed-over} line is logged; it is
+        not taken for the lifeline closing, so the old process is not
+        declared gone while it still drains.
+        """
+        seen: list[str] = []
+
+        def failing() -> None:
+            seen.append("handed-over")
+            raise OSError(30, "Read-only file system")
+
+        self.parent.watch(failing, lambda: seen.append("gone"))
+        [reader] = self.reactor.readers
+        self.fds.toRead = [b'{"state": "handed-over"}\n']
+        self.assertIsNone(reader.doRead())
+        self.assertEqual(seen, ["handed-over"])
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.assertEqual(self.reactor.readers, {reader})

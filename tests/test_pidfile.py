@@ -74,3 +74,40 @@ class PidFileTests(SynchronousTestCase):
             self.assertTrue(pid is not None and pid > 0)
         if content.strip() != b"111":
             self.pidfile.checkStart()
+
+
+class UnwritablePidFileTests(SynchronousTestCase):
+    """
+    A serving process that cannot write its pid file says so in an error
+    event and in the status file, and serves on, restartable.
+    """
+
+    def test_servesOn(self) -> None:
+        from twisted.internet.testing import EventLoggingObserver
+        from twisted.logger import LogLevel, globalLogPublisher
+
+        from twisted_graceful import GracefulService
+        from twisted_graceful._status import readStatus
+
+        from .test_service import Harness
+
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        os.mkdir("app.pid")  # os.replace cannot put a file there.
+        h = Harness(self)
+        h.service = GracefulService(reactor=h.reactor, handleSignals=False, environ={},
+                                    pidFile=os.path.abspath("app.pid"))
+        h.addEndpoint("8080")
+        h.service.startService()
+        h.service._reactorRunning()
+        [event] = [e for e in events if e.get("phase") == "pidfile-failed"]
+        self.assertEqual(event["log_level"], LogLevel.error)
+        self.assertIn("Cannot write the pid file", event["error"])
+        status = readStatus("app.pid.status")
+        assert status is not None
+        self.assertEqual((status["pid"], status["state"]), (os.getpid(), "serving"))
+        self.assertEqual(status["pidFileError"], event["error"])
+        self.assertFalse(h.service.stopping)
+        restarting = h.service.restart()
+        self.assertNoResult(restarting)  # Accepted: this process is ready to restart.
+        h.reactor.advance(0)
+        self.failureResultOf(restarting)

@@ -193,11 +193,19 @@ def findServer(pidFile: str, system: System | None = None) -> tuple[int, dict[st
             f"twistd --pidfile={pidFile} graceful ...",
             ExitStatus.NO_SERVER,
         )
+    statusPath = statusPathFor(pidFile)
     if not system.alive(pid):
+        other = readStatus(statusPath) or {}
+        if other.get("pidFileError") and other.get("pid") not in (None, pid):
+            raise ControlError(
+                f"{pidFile} names pid {pid}, which is not running: the status file says pid {other['pid']} "
+                f"serves but could not write the pid file ({other['pidFileError']}). Fix that, then "
+                "restart the server.",
+                ExitStatus.NO_SERVER,
+            )
         raise ControlError(
             f"{pidFile} names pid {pid}, which is not running (a stale pid file).", ExitStatus.NO_SERVER
         )
-    statusPath = statusPathFor(pidFile)
     _checkFile(pidFile, pid, system)
     _checkFile(statusPath, pid, system)
     status = readStatus(statusPath)
@@ -270,7 +278,15 @@ def reload(
         current = readStatus(statusPath) or {}
         if current.get("pid") not in (None, pid) and current.get("state") == "serving":
             newPID = int(current["pid"])
-            return (ExitStatus.OK, str(newPID)) if not system.alive(pid) else None
+            if system.alive(pid):
+                return None
+            if current.get("pidFileError"):
+                return (
+                    ExitStatus.FAILED,
+                    f"pid {newPID} serves, but it could not write the pid file: {current['pidFileError']} "
+                    "Fix that, then restart the server.",
+                )
+            return (ExitStatus.OK, str(newPID))
         last = current.get("lastRestart") or {}
         if current.get("pid") == pid and int(last.get("attempt") or 0) >= attempt:
             if last.get("outcome") in ("failed", "refused"):
@@ -324,6 +340,8 @@ def showStatus(pidFile: str, out: Callable[[str], None], system: System | None =
     out(f"uptime: {uptime}")
     for endpoint, address in (status.get("endpoints") or {}).items():
         out(f"endpoint: {endpoint} at {address}")
+    if status.get("pidFileError"):
+        out(f"pid file: not written: {status['pidFileError']}")
     last = status.get("lastRestart")
     if last:
         detail = last.get("reason") or (f"pid {last['pid']}" if last.get("pid") else "")

@@ -20,6 +20,8 @@ from zope.interface import implementer
 
 from ._inherit import Inheritance
 
+_log = Logger()
+
 
 @implementer(IReadDescriptor)
 class _Lifeline:
@@ -52,7 +54,12 @@ class _Lifeline:
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
-            self._onLine(line)
+            try:
+                self._onLine(line)
+            except Exception:
+                # A failure handling one line is not the lifeline closing:
+                # that would tell this process the old one is gone.
+                _log.failure("Handling {line!r} from the old process failed", line=line[:200])
         return None
 
     def connectionLost(self, reason: Failure) -> None:

@@ -56,8 +56,15 @@ class Reporter:
             state="serving",
             restartAttempts=0,
             lastRestart=None,
+            pidFileError=None,
         )
         self.notifier.ready(f"Serving as pid {pid}, generation {generation}")
+
+    def pidFileFailed(self, reason: str) -> None:
+        """
+        The pid file could not be written: it does not name this process.
+        """
+        self._update(pidFileError=reason)
 
     def restartRequested(self) -> int:
         """

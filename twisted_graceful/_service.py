@@ -28,7 +28,7 @@ from ._drain import DEFAULT_IDLE_GRACE, DrainingFactory, DrainResult
 from ._errors import BadEndpoint
 from ._endpoint import ListenAddress, adoptSocket, bindSocket, boundAddress, parseEndpoint
 from ._child import DEFAULT_READY_TIMEOUT, ChildProcess
-from ._errors import ChildExitedEarly, NotReadyToRestart
+from ._errors import ChildExitedEarly, NotReadyToRestart, PidFileError
 from ._health import HealthResource
 from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._inherit import Inheritance, encodeHandover
@@ -578,7 +578,20 @@ class GracefulService(MultiService):
             self.generation, {e.address.description: e.listeningAddress() for e in self.endpoints()}, self._started
         )
         if self._pidFile is not None:
-            self._pidFile.write(os.getpid())
+            try:
+                self._pidFile.write(os.getpid())
+            except PidFileError as e:
+                # Serve on: the pid file is how operators find the server,
+                # not what it serves with.
+                self._log.error(
+                    "{error} Serving on as pid {pid}, but the pid file does not name it: fix the "
+                    "directory, then restart",
+                    error=str(e),
+                    pid=os.getpid(),
+                    pidFile=self._pidFile.path,
+                    phase="pidfile-failed",
+                )
+                self._reporter.pidFileFailed(str(e))
         if self.inheritance is not None and self.inheritance.parentPID is not None:
             self._log.info(
                 "Took over from pid {parentPID}",

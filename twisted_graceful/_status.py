@@ -11,7 +11,8 @@ C{endpoints}, C{state} (C{starting}, C{serving}, C{upgrading},
 C{handed-over}, C{draining}, C{stopped}), C{restartAttempts}, C{lastRestart}
 (C{attempt}, C{outcome}: C{pending}, C{ok}, C{failed} or C{refused};
 C{reason}; C{pid} of the successor) and, once stopped, C{drain}
-(C{completed}, C{aborted}, C{clean}).
+(C{completed}, C{aborted}, C{clean}); C{pidFileError} is the reason the pid
+file could not be written (it does not name this process), else L{None}.
 """
 
 from __future__ import annotations

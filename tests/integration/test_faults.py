@@ -386,3 +386,40 @@ async def test_loopBlockedPastReadyTimeout(cluster: Cluster, tmp_path: Path) -> 
     code, out, err = await control(tmp_path, "status", "--pidfile", "app.pid")
     assert (code, err) == (0, ""), err
     assert f"pid: {successor['pid']}" in out and "state: serving" in out
+
+
+@pytest_twisted.ensureDeferred
+async def test_pidFileCannotBeWritten(cluster: Cluster, tmp_path: Path) -> None:
+    """
+    A successor that cannot write the pid file logs an error, records it in
+    the status file and serves on; while the old process still drains, a
+    restart of the successor is refused, so there are never three
+    processes.
+    """
+    from .test_operations import control
+
+    server = cluster.start(SHUTDOWN_TIMEOUT="20")
+    ready = await cluster.ready(1)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    slow = treq.get(f"{url}slow?seconds=3", pool=freshPool(), timeout=20)
+    await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+    (tmp_path / "app.pid").unlink()
+    (tmp_path / "app.pid").mkdir()  # No file can be renamed over it.
+    os.kill(ready["pid"], signal.SIGUSR2)
+    successor = await cluster.ready(2)
+    failed = await server.waitForPhase("pidfile-failed", pid=successor["pid"])
+    assert "Cannot write the pid file" in failed["error"] and failed["log_level"]["name"] == "error"
+    assert alive(ready["pid"]), "the old process still drains its slow request"
+    os.kill(successor["pid"], signal.SIGUSR2)
+    refused = await server.waitForPhase("restart-refused", pid=successor["pid"])
+    assert "still draining" in refused["reason"]
+    assert "parent-gone" not in [e.get("phase") for e in server.events if e.get("pid") == successor["pid"]]
+    assert (await slow).code == 200
+    await waitUntilGone(ready["pid"])
+    status = json.loads((tmp_path / "app.pid.status").read_text())
+    assert (status["pid"], status["pidFileError"]) == (successor["pid"], failed["error"])
+    response = await treq.get(url, pool=freshPool(), timeout=10)
+    assert (await response.content()).decode() == str(successor["pid"])
+    assert server.phases().count("child-spawned") == 1
+    code, _, err = await control(tmp_path, "status", "--pidfile", "app.pid")
+    assert code == 3 and "Cannot read the pid file" in err, err
