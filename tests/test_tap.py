@@ -4,6 +4,7 @@ Tests for L{twisted_graceful.tap}.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from io import StringIO
@@ -15,7 +16,7 @@ from twisted.web.wsgi import WSGIResource
 
 from twisted_graceful import GracefulSiteService, _logfile
 from twisted_graceful.demo import DemoResource
-from twisted_graceful.tap import Options, makeService
+from twisted_graceful.tap import Options, _importFromWorkingDirectory, makeService
 
 from ._fakes import patchStatic
 from .test_service import FakeBinder
@@ -30,6 +31,9 @@ def raisingApp() -> object:
 
 
 class OptionsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.patch(sys, "path", list(sys.path))
+
     def parse(self, *args: str) -> Options:
         options = Options()
         options.parseOptions(list(args))
@@ -67,6 +71,32 @@ class OptionsTests(SynchronousTestCase):
 
     def test_wsgi(self) -> None:
         self.assertIsInstance(self.parse("--wsgi", "tests.test_tap.wsgiApp")["resource"], WSGIResource)
+
+    def test_workingDirectoryFirst(self) -> None:
+        """
+        A module in the working directory is found by C{--wsgi} (and
+        C{--app}), from a command whose import path does not have it: the
+        directory comes first on the path.
+        """
+        Path("tg_here_app.py").write_text("def app(environ, start_response):\n    return []\n")
+        self.addCleanup(sys.modules.pop, "tg_here_app", None)
+        sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd())]
+        self.assertIsInstance(self.parse("--wsgi", "tg_here_app.app")["resource"], WSGIResource)
+        self.assertEqual(sys.path[0], os.getcwd())
+
+    def test_workingDirectoryOnce(self) -> None:
+        """
+        The working directory is not added again when it is on the path,
+        by name or as C{""}.
+        """
+        here = os.getcwd()
+        for path in [["", "/lib"], ["/lib", here], ["/lib", here + "/"]]:
+            copy = list(path)
+            _importFromWorkingDirectory(copy)
+            self.assertEqual(copy, path)
+        path = ["/lib"]
+        _importFromWorkingDirectory(path)
+        self.assertEqual(path, [here, "/lib"])
 
     def test_appAndWSGI(self) -> None:
         self.assertUsageError(

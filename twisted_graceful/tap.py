@@ -130,7 +130,13 @@ class Options(usage.Options):
         """
         Parse, and end the command with one line naming the bad option
         instead of twistd's whole usage text.
+
+        The directory the command runs in comes first on the import path,
+        as for C{python -m} and gunicorn, so that C{--app}, C{--wsgi} and
+        C{--shutdown-hook} find a module beside it; a successor, which
+        starts in the same directory, finds it too.
         """
+        _importFromWorkingDirectory(sys.path)
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -238,6 +244,19 @@ def _logTraceback(path: str, message: str, error: BaseException) -> None:
     }
     with open(path, "a", encoding="utf-8") as log:
         PidTextObserver(log)(event)
+
+
+def _importFromWorkingDirectory(path: list[str]) -> None:
+    """
+    Put the working directory first on the import path C{path}, unless it is
+    there already (as C{""} or by name).
+    """
+    try:
+        here = os.getcwd()
+    except OSError:
+        return  # The directory is gone: nothing to import from it.
+    if here not in map(os.path.abspath, path):
+        path.insert(0, here)
 
 
 def _takeOverLog(parent: Any) -> str | None:
