@@ -46,11 +46,14 @@ The address each fake listening socket is bound to.
 """
 
 
-def decode(environ: dict[str, str], pipes: dict[int, str] | None = None) -> Inheritance:
+def decode(
+    environ: dict[str, str], pipes: dict[int, str] | None = None, parent: int = PARENT, closed: tuple[int, ...] = ()
+) -> Inheritance:
     """
     Decode with fake descriptors: L{fakeFamily}, L{BOUND}, and C{pipes}
     (descriptor to direction), by default the ends of the pipes that
-    C{environ} announces.
+    C{environ} announces; this process's parent is C{parent}, and the
+    pipes in C{closed} have lost their writer.
     """
     if pipes is None:
         pipes = {}
@@ -58,7 +61,8 @@ def decode(environ: dict[str, str], pipes: dict[int, str] | None = None) -> Inhe
             if environ.get(variable, "").isdigit():
                 pipes[int(environ[variable])] = direction
     return Inheritance.fromEnvironment(
-        environ, getppid=lambda: PARENT, familyOf=fakeFamily, identify=BOUND.get, pipeOf=pipes.get
+        environ, getppid=lambda: parent, familyOf=fakeFamily, identify=BOUND.get, pipeOf=pipes.get,
+        parentExited=closed.__contains__,
     )
 
 
@@ -96,6 +100,38 @@ class DistrustTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def test_parentDiedWhileStarting(self) -> None:
+        """
+        A process whose parent died while it started (its parent pid is now
+        another's, and the lifeline has lost its writer) takes the sockets
+        and the pipes, and says so.
+        """
+        handover = encodeHandover({"tcp:8080:interface=0.0.0.0": 17}, PARENT, 1)
+        inheritance = decode(dict(handover.environ), parent=1, closed=(handover.lifelineFD,))
+        self.assertEqual(inheritance.sockets, {"tcp:8080:interface=0.0.0.0": (3, socket.AF_INET)})
+        self.assertEqual((inheritance.parentPID, inheritance.lifelineFD), (PARENT, handover.lifelineFD))
+        self.assertEqual([(e["phase"], e["parentPID"]) for e in self.events], [("parent-gone-early", PARENT)])
+
+    def test_otherParentLifelineOpen(self) -> None:
+        """
+        With another parent and a lifeline whose writer is still there, the
+        variables are not meant for this process.
+        """
+        handover = encodeHandover({"tcp:8080:interface=0.0.0.0": 17}, PARENT, 1)
+        self.assertEqual(decode(dict(handover.environ), parent=1), Inheritance())
+        self.assertEqual([e["phase"] for e in self.events], ["inherit-ignored"])
+
+    def test_writerGone(self) -> None:
+        from twisted_graceful._inherit import writerGone
+
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        os.write(w, b"data")
+        self.assertFalse(writerGone(r))
+        os.close(w)
+        self.assertTrue(writerGone(r))
+        self.assertFalse(writerGone(10**6))
 
     def test_otherParent(self) -> None:
         environ = encodeHandover({"tcp:1:interface=0.0.0.0": 5}, PARENT + 1, 1).environ

@@ -22,6 +22,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import socket
 import stat
 from typing import Any, Callable, MutableMapping
@@ -125,6 +126,20 @@ def pipeDirection(fileno: int) -> str | None:
     return {os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(mode)
 
 
+def writerGone(fileno: int) -> bool:
+    """
+    Whether every writer of the pipe C{fileno} has closed it (the old
+    process has exited), whatever data is still in it.
+    """
+    poller = select.poll()
+    try:
+        poller.register(fileno, select.POLLIN)
+        events = poller.poll(0)
+    except (OSError, ValueError):
+        return False
+    return any(mask & select.POLLHUP for _, mask in events)
+
+
 @frozen
 class Inheritance:
     """
@@ -155,6 +170,7 @@ class Inheritance:
         familyOf: Callable[[int], socket.AddressFamily | None] = listeningFamily,
         identify: Callable[[int], str | None] = socketIdentity,
         pipeOf: Callable[[int], str | None] = pipeDirection,
+        parentExited: Callable[[int], bool] = writerGone,
     ) -> Inheritance:
         """
         Read and remove the inheritance variables from C{environ}.
@@ -166,13 +182,28 @@ class Inheritance:
             socket is bound to (L{socketIdentity}).
         @param pipeOf: Returns the direction of a pipe descriptor
             (L{pipeDirection}).
+        @param parentExited: Tells from the lifeline whether the old process
+            has exited (L{writerGone}).  A process whose parent died while it
+            started has another parent pid by then; the lifeline says why.
         """
         raw = {name: environ.pop(name) for name in ALL_VARIABLES if name in environ}
         if not raw:
             return cls()
         parent = _positiveInt(raw.get(ENV_PARENT_PID))
         actualParent = getppid()
-        if parent is None or parent != actualParent:
+        readyFD, lifelineFD = _descriptor(raw.get(ENV_READY_FD)), _descriptor(raw.get(ENV_LIFELINE_FD))
+        if parent is not None and parent != actualParent and lifelineFD is not None and (
+            pipeOf(lifelineFD) == "r" and parentExited(lifelineFD)
+        ):
+            # The old process died while this one started: nothing else
+            # holds its sockets now, so take them rather than fail to bind.
+            _log.warn(
+                "The previous process {parentPID} exited before this one was ready: taking over "
+                "its sockets",
+                parentPID=parent,
+                phase="parent-gone-early",
+            )
+        elif parent is None or parent != actualParent:
             _log.warn(
                 "Ignoring inherited sockets: {variable}={value!r} does not name this process's "
                 "parent ({parent}); they are not meant for this process",
@@ -182,7 +213,6 @@ class Inheritance:
                 phase="inherit-ignored",
             )
             return cls()
-        readyFD, lifelineFD = _descriptor(raw.get(ENV_READY_FD)), _descriptor(raw.get(ENV_LIFELINE_FD))
         for variable, fileno, direction in [(ENV_READY_FD, readyFD, "w"), (ENV_LIFELINE_FD, lifelineFD, "r")]:
             if fileno is None or fileno == (lifelineFD if variable == ENV_READY_FD else readyFD) or (
                 pipeOf(fileno) != direction

@@ -423,3 +423,28 @@ async def test_pidFileCannotBeWritten(cluster: Cluster, tmp_path: Path) -> None:
     assert server.phases().count("child-spawned") == 1
     code, _, err = await control(tmp_path, "status", "--pidfile", "app.pid")
     assert code == 3 and "Cannot read the pid file" in err, err
+
+
+@pytest_twisted.ensureDeferred
+async def test_oldProcessKilledAsSuccessorStarts(cluster: Cluster) -> None:
+    """
+    The old process SIGKILLed just after it spawned its successor (before
+    the successor read what it inherits): the successor takes the sockets
+    and serves on the same port, and takes the pid file.
+    """
+    port = freePort()
+    cluster.setPorts(f"tcp:{port}:interface=127.0.0.1")
+    server = cluster.start()
+    ready = await cluster.ready(1)
+    os.kill(ready["pid"], signal.SIGUSR2)
+    spawned = await server.waitForPhase("child-spawned")
+    os.kill(ready["pid"], signal.SIGKILL)
+    early = await server.waitForPhase("parent-gone-early")
+    assert early["parentPID"] == ready["pid"] and early["pid"] == spawned["childPID"]
+    successor = await cluster.ready(2)
+    assert successor["endpoints"] == {f"tcp:{port}:interface=127.0.0.1": f"127.0.0.1:{port}"}
+    response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+    assert (await response.content()).decode() == str(successor["pid"])
+    await server.waitFor("the successor to see it", lambda e: e.get("phase") == "parent-gone")
+    assert cluster.pidFile() == successor["pid"]
+    assert listeningSockets(successor["pid"]) == 1
