@@ -38,3 +38,20 @@ class ExportsTests(SynchronousTestCase):
         reference = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
         missing = [name for name in twisted_graceful.__all__ if f"`{name}" not in reference]
         self.assertEqual(missing, [])
+
+    def test_version(self) -> None:
+        """
+        C{__version__} is a PEP 440 version, and the one the wheel's metadata
+        is built from.
+        """
+        import tomllib
+        from pathlib import Path
+
+        from packaging.version import Version
+
+        root = Path(__file__).parents[1]
+        project = tomllib.loads((root / "pyproject.toml").read_text())
+        self.assertIn("version", project["project"]["dynamic"])
+        source = root / project["tool"]["hatch"]["version"]["path"]
+        self.assertEqual(Path(twisted_graceful._version.__file__).resolve(), source.resolve())
+        self.assertEqual(str(Version(twisted_graceful.__version__)), twisted_graceful.__version__)

@@ -20,6 +20,7 @@ from ._hooks import HookOutcome
 from ._restart import RestartOutcome
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
 from ._endpoint import ListenAddress, parseEndpoint
+from ._version import __version__ as __version__
 
 __all__ = [
     "DEFAULT_IDLE_GRACE",

@@ -15,6 +15,7 @@ from attrs import define, field
 from ._drain import DrainResult
 from ._notify import Notifier
 from ._pidfile import processStartTime
+from ._states import ServerState, UpgradeOutcome
 from ._status import StatusFile
 
 
@@ -53,7 +54,7 @@ class Reporter:
             generation=generation,
             started=started,
             endpoints=endpoints,
-            state="serving",
+            state=ServerState.SERVING,
             restartAttempts=0,
             lastRestart=None,
             pidFileError=None,
@@ -75,35 +76,35 @@ class Reporter:
 
     def upgrading(self, attempt: int) -> None:
         self._update(
-            state="upgrading",
+            state=ServerState.UPGRADING,
             restartAttempts=attempt,
-            lastRestart={"attempt": attempt, "outcome": "pending", "requested": time.time()},
+            lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.PENDING, "requested": time.time()},
         )
         self.notifier.reloading(f"Upgrading: starting a successor of pid {os.getpid()}")
 
     def refused(self, attempt: int, reason: str) -> None:
-        self._update(restartAttempts=attempt, lastRestart={"attempt": attempt, "outcome": "refused", "reason": reason})
+        self._update(restartAttempts=attempt, lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.REFUSED, "reason": reason})
 
     def upgradeFailed(self, attempt: int, reason: str) -> None:
         self._update(
-            state="serving",
+            state=ServerState.SERVING,
             restartAttempts=attempt,
-            lastRestart={"attempt": attempt, "outcome": "failed", "reason": reason},
+            lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.FAILED, "reason": reason},
         )
         self.notifier.ready(f"Upgrade failed, still serving as pid {os.getpid()}: {reason}")
 
     def handedOver(self, attempt: int, childPID: int) -> None:
         self._update(
-            state="handed-over",
+            state=ServerState.HANDED_OVER,
             restartAttempts=attempt,
-            lastRestart={"attempt": attempt, "outcome": "ok", "pid": childPID},
+            lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.OK, "pid": childPID},
         )
         self.notifier.mainPID(childPID, f"Handed over to pid {childPID}; pid {os.getpid()} drains")
 
     def draining(self, delay: float) -> None:
         if not self._ofRecord:
             return  # Not serving: systemd must not hear that the service stops.
-        self._update(state="draining", drainDelay=delay)
+        self._update(state=ServerState.DRAINING, drainDelay=delay)
         self.notifier.stopping(f"Draining pid {os.getpid()}")
 
     def stopped(self, results: list[DrainResult], failed: int = 0) -> None:
@@ -117,7 +118,7 @@ class Reporter:
         aborted = sum(r.abortedRequests for r in results)
         connections = sum(r.abortedConnections for r in results)
         self._update(
-            state="stopped",
+            state=ServerState.STOPPED,
             drain={
                 "completed": completed,
                 "aborted": aborted,

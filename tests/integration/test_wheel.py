@@ -203,6 +203,11 @@ def test_wheelInFreshVirtualenv(wheel: Path, installed: dict[str, Installed], tm
     assert not [n for n in names if n.endswith("dropin.cache") or "__pycache__" in n]
 
     plain = installed[""]
+    version = subprocess.run(
+        [plain.bin / "python", "-c", "import twisted_graceful; print(twisted_graceful.__version__)"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, check=True,
+    ).stdout.strip()
+    assert wheel.name.startswith(f"twisted_graceful-{version}-")
     result = plain.twistd(tmp_path, "graceful", "--help")
     assert result.returncode == 0, result.stderr
     assert optionDrift(result.stdout, CLI_DOCS.read_text()) == []
