@@ -522,12 +522,27 @@ class ConnectionStateTests(SynchronousTestCase):
         self.assertIn(b"slow body", other.received)
         self.assertNoResult(drained)
         # The peer never closes its socket: after the idle grace the
-        # connection is aborted, and counted.
+        # connection is aborted; the WebSocket was closed, nothing is lost.
         self.h.clock.advance(AT_LEAST_IDLE_GRACE)
         self.h.flush()
         self.assertIsNotNone(self.wsClient.closed)
         result = self.successResultOf(drained)
-        self.assertEqual((result.completed, result.abortedConnections), (1, 1))
+        self.assertEqual((result.completed, result.abortedConnections), (1, 0))
+
+    def test_closeFrameUnanswered(self) -> None:
+        """
+        A WebSocket client that never answers the drain's close frame, on a
+        socket that stays open, is aborted after the idle grace and counted.
+        """
+        self.openWebSocket()
+        (wsServer,) = self.h.factory._connections
+        wsServer.currentChannel.transport.loseConnection = lambda: None
+        drained = self.h.factory.drain(DRAIN_TIMEOUT)
+        self.h.flush()
+        self.assertNoResult(drained)
+        self.h.clock.advance(AT_LEAST_IDLE_GRACE)
+        self.h.flush()
+        self.assertEqual(self.successResultOf(drained).abortedConnections, 1)
 
     def test_openWebSocketClosedWithRestartCode(self) -> None:
         """

@@ -12,7 +12,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful._drain import isDraining
-from twisted_graceful._h2drain import MAX_STREAM_ID, PING_BOUND
+from twisted_graceful._h2drain import BUSY_BOUND, MAX_STREAM_ID, PING_BOUND
 
 from ._http import DrainHarness, RawClient
 
@@ -142,12 +142,26 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.h.flush()
         return d
 
+    def test_quietConnection(self) -> None:
+        """
+        A connection quiet for longer than the idle grace gets the first
+        GOAWAY as soon as the drain begins.
+        """
+        self.h.clock.advance(0.5)
+        self.drain()
+        self.assertEqual(summary(self.client.received()), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+
     def test_idleConnection(self) -> None:
         """
-        A stream the client opened before it read the first GOAWAY is served;
-        the final GOAWAY names it and the connection closes.
+        A connection with no stream open gets the first GOAWAY once it has
+        been quiet for the idle grace.  A stream the client opened before it
+        read that GOAWAY is served; the final GOAWAY names it and the
+        connection closes.
         """
         d = self.drain()
+        self.h.clock.advance(0.49)
+        self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.01)
         frames = self.client.received()
         self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
         self.client.get(3)  # already on its way
@@ -162,28 +176,37 @@ class TwoStepGoAwayTests(SynchronousTestCase):
     def test_waitsForOpenStreams(self) -> None:
         """
         While a stream is open, no GOAWAY is sent (a client built on C{h2}
-        would fail that stream); once it completes, the two steps follow.
+        would fail that stream); once the connection has been idle for the
+        idle grace, the two steps follow.
         """
         self.client.get(3, "/held")
         (request,) = self.h.resource.held
         d = self.drain()
         self.assertTrue(isDraining(request))
         self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.4)
         self.h.resource.finishAll()
+        self.assertEqual(summary(self.client.received()), [("HEADERS", 3), ("DATA END", 3)])
+        # A client reads the end of the response before it is told.
+        self.h.clock.advance(0.49)
+        self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.01)
         frames = self.client.received()
-        self.assertEqual(summary(frames), [("HEADERS", 3), ("DATA END", 3), ("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
-        self.client.ackPing(frames[-2])
+        self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+        self.client.ackPing(frames[0])
         self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
         self.assertEqual(self.successResultOf(d).completed, 1)
 
-    def test_busyConnectionAnnouncedAfterGrace(self) -> None:
+    def test_busyConnectionAnnouncedAfterBound(self) -> None:
         """
-        A connection that is never idle gets the first GOAWAY after the idle
-        grace, its open stream still completes after the last one.
+        A connection that is never idle gets the first GOAWAY after
+        L{BUSY_BOUND}, its open stream still completes after the last one.
         """
         self.client.get(3, "/held")
         d = self.drain()
-        self.h.clock.advance(0.5)
+        self.h.clock.advance(BUSY_BOUND - 0.01)
+        self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.01)
         frames = self.client.received()
         self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
         self.client.ackPing(frames[0])
@@ -194,12 +217,26 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.assertIsNotNone(self.raw.closed)
         self.assertTrue(self.successResultOf(d).clean)
 
+    def test_busyBoundWithinDeadline(self) -> None:
+        """
+        With a short deadline, a busy connection is told to stop at half of
+        it, so that its open streams can still complete.
+        """
+        self.client.get(3, "/held")
+        self.h.factory.drain(4.0)
+        self.h.flush()
+        self.h.clock.advance(1.99)
+        self.assertEqual(self.client.received(), [])
+        self.h.clock.advance(0.01)
+        self.assertEqual(summary(self.client.received()), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+
     def test_pingBound(self) -> None:
         """
         Without an acknowledgement, the final GOAWAY follows after
         L{PING_BOUND}.
         """
         d = self.drain()
+        self.h.clock.advance(0.5)
         self.client.received()
         self.h.clock.advance(PING_BOUND - 0.01)
         self.assertEqual(self.client.received(), [])
@@ -214,7 +251,7 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         """
         self.client.get(3, "/held")
         self.drain()
-        self.h.clock.advance(0.5)
+        self.h.clock.advance(BUSY_BOUND)
         self.client.ackPing(self.client.received()[0])
         self.client.received()
         self.client.get(5, "/held")

@@ -25,7 +25,7 @@ from twisted.web.server import Site
 from zope.interface import implementer
 
 from ._errors import UnsupportedSite
-from ._h2drain import HTTP2Drain
+from ._h2drain import BUSY_BOUND, HTTP2Drain
 from ._once import Once
 
 # PRIVATE: the protocol Site builds by default, which switches between
@@ -85,6 +85,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
     """
 
     _tracker: DrainingFactory
+    _wire: Any = None
     _lastActive: float = 0.0
     _idleCall: IDelayedCall | None = None
 
@@ -108,7 +109,8 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         """
         upgraded = vars(self).get("dataReceived")
         if upgraded is not None:
-            _closeUpgraded(getattr(upgraded, "__self__", None), self._tracker._closeCode)
+            self._wire = getattr(upgraded, "__self__", None)
+            _closeUpgraded(self._wire, self._tracker._closeCode)
             # The close is under way; a TLS socket stays open until the peer
             # answers the TLS close, which a client may never do.
             self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
@@ -174,17 +176,27 @@ class _DrainingHTTPChannel(http.HTTPChannel):
     def _closeStuck(self) -> None:
         """
         The upgraded connection's close began an idle grace ago and its
-        socket is still open: abort it, counted.
+        socket is still open: abort it.
+
+        When the WebSocket close handshake is done, nothing is lost: the
+        client closed its end of the WebSocket, and only the TLS close is
+        unanswered (clients that wait for the server to close the TCP
+        connection, as RFC 6455 asks, never answer it).  Otherwise the
+        client never answered the close frame, and the abort is counted.
         """
         self._idleCall = None
         if self.transport is None or getattr(self.transport, "disconnected", False):
             return
+        done = _wsState(self._wire) == "CLOSED"
         self._tracker._log.info(
-            "Aborting a closed WebSocket of {endpoint} whose peer did not close its socket",
+            "Aborting a WebSocket of {endpoint} whose peer did not close its socket"
+            " (close handshake {handshake})",
             endpoint=self._tracker.name,
+            handshake="done" if done else "unanswered",
             phase="drain-stuck-close",
         )
-        self._tracker._abortedConnections += 1
+        if not done:
+            self._tracker._abortedConnections += 1
         self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def _idleExpired(self) -> None:
@@ -212,11 +224,20 @@ def _closeUpgraded(wire: Any, closeCode: tuple[int, str]) -> None:
     # socket can stay open after the handshake, until its own close is done.
     if wire is None or not callable(getattr(wire, "loseConnection", None)):
         return
-    state = getattr(getattr(wire, "_wsconn", None), "state", None)
-    if state is not None and getattr(state, "name", None) != "OPEN":
+    state = _wsState(wire)
+    if state is not None and state != "OPEN":
         return
     code, reason = closeCode
     wire.loseConnection(code, reason)
+
+
+def _wsState(wire: Any) -> str | None:
+    """
+    The name of the wsproto state of an upgraded channel's wire protocol
+    (C{OPEN}, C{CLOSED}, ...), or L{None} if it has none.
+    """
+    state = getattr(getattr(wire, "_wsconn", None), "state", None)
+    return getattr(state, "name", None)
 
 
 class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
@@ -228,12 +249,14 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
 
     _tracker: DrainingFactory
     _http2Drain: HTTP2Drain | None = None
+    _lastActive: float = 0.0
 
     def makeConnection(self, transport: Any) -> None:
         self._tracker._connections.add(self)
         super().makeConnection(transport)
 
     def dataReceived(self, data: bytes) -> None:
+        self._lastActive = self._tracker._clock.seconds()
         super().dataReceived(data)
         # The first bytes switch to HTTP/2 if ALPN chose it: the new channel
         # learns its tracker too, for whenDraining(request).
@@ -270,10 +293,13 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         if isinstance(channel, _DrainingHTTPChannel):
             channel._startDraining()
         elif hasattr(channel, "streams") and hasattr(channel, "conn"):
+            timeout = self._tracker._timeout
+            busyBound = BUSY_BOUND if timeout is None else min(BUSY_BOUND, timeout / 2)
+            tracker = self._tracker
             self._http2Drain = HTTP2Drain(
-                channel, self._tracker._clock, self._tracker._idleGrace, self._streamDone, self._closeHTTP2
+                channel, tracker._clock, tracker._idleGrace, busyBound, self._streamDone, self._closeHTTP2
             )
-            self._http2Drain.start()
+            self._http2Drain.start(self._lastActive)
 
     def _streamDone(self) -> None:
         self._tracker._completed += 1
@@ -327,6 +353,7 @@ class DrainingFactory:
     _deadline: IDelayedCall | None = field(init=False, default=None)
     _result: DrainResult | None = field(init=False, default=None)
     _closeCode: tuple[int, str] = field(init=False, default=(1001, "going away"))
+    _timeout: float | None = field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         if "protocol" in vars(self._site) or type(self._site).protocol is not _defaultSiteProtocol:
@@ -470,6 +497,7 @@ class DrainingFactory:
 
     def _startDrain(self, timeout: float | None) -> None:
         self._drainStarted = self._clock.seconds()
+        self._timeout = timeout
         self._atStart = (len(self._connections), self.inFlightCount())
         self._log.info(
             "Draining {endpoint}: {connections} connections, {inFlight} requests in flight,"

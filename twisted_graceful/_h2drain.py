@@ -15,10 +15,12 @@ C{REFUSED_STREAM} (safe to retry), and the connection closes when its last
 stream is done.
 
 Clients built on the C{h2} library (httpx among them) treat any GOAWAY as
-the end of the connection, and fail the streams still open on it
-(python-hyper/h2#1181).  The first GOAWAY therefore waits until the
-connection has no stream open, or until the idle grace has passed for a
-connection that is never idle.
+the end of the connection, and fail the streams still open on it, or whose
+response they have not read to its end (python-hyper/h2#1181).  The first
+GOAWAY therefore waits until the connection has had no stream open for the
+idle grace (as an HTTP/1.1 connection is closed once idle that long), or,
+for a connection that is never idle, until L{BUSY_BOUND} has passed (at
+most half the drain's deadline).
 
 Like L{twisted_graceful._drain}, this module touches private Twisted names:
 each use is marked C{PRIVATE} and pinned by C{tests/test_h2drain.py}.
@@ -39,6 +41,12 @@ Seconds to wait for the acknowledgement of the drain's PING before sending
 the final GOAWAY anyway.
 """
 
+BUSY_BOUND = 5.0
+"""
+Seconds an HTTP/2 connection that always has a stream open may go on
+opening streams after the drain began, before it is told to stop.
+"""
+
 _PING_DATA = b"drain\x00\x00\x00"
 
 
@@ -55,10 +63,13 @@ class HTTP2Drain:
     _channel: Any
     _clock: IReactorTime
     _idleGrace: float
+    _busyBound: float
     _onRequestDone: Callable[[], None]
     _close: Callable[[], None]
     _stage: str = field(init=False, default="waiting")
     _timer: IDelayedCall | None = field(init=False, default=None)
+    _idleTimer: IDelayedCall | None = field(init=False, default=None)
+    _lastActive: float = field(init=False, default=0.0)
     _lastStream: int = field(init=False, default=MAX_STREAM_ID)
     _refused: set[int] = field(init=False, factory=set)
     _acknowledged: bool = field(init=False, default=False)
@@ -71,10 +82,13 @@ class HTTP2Drain:
         """
         return self._stage
 
-    def start(self) -> None:
+    def start(self, lastActive: float) -> None:
         """
         Begin the drain.
+
+        @param lastActive: When the connection last received data.
         """
+        self._lastActive = lastActive
         channel = self._channel
         # PRIVATE: H2Connection._requestDone (a stream finished), .conn (the
         # h2 state machine, whose receive_data returns the events Twisted
@@ -86,37 +100,51 @@ class HTTP2Drain:
         def requestDone(streamID: int) -> None:
             self._onRequestDone()
             finished(streamID)
+            self._lastActive = self._clock.seconds()
             self._streamsChanged()
 
         def receiveData(data: bytes) -> list[Any]:
             return self._filter(receive(data))
 
         def dataReceivedThenFinish(data: bytes) -> None:
+            self._lastActive = self._clock.seconds()
             dataReceived(data)
             if self._acknowledged and self._stage == "announced":
                 self._finish()
+            elif self._stage == "waiting" and channel.streams:
+                self._cancelIdle()
 
         channel._requestDone = requestDone
         channel.conn.receive_data = receiveData
         channel.dataReceived = dataReceivedThenFinish
-        if channel.streams:
-            self._timer = self._clock.callLater(self._idleGrace, self._announce)
-        else:
-            self._announce()
+        self._timer = self._clock.callLater(self._busyBound, self._announce)
+        self._streamsChanged()
 
     def stop(self) -> None:
         """
-        The connection is gone: forget the timer.
+        The connection is gone, or the drain went on to its next step:
+        forget the timers.
         """
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._cancelIdle()
+
+    def _cancelIdle(self) -> None:
+        if self._idleTimer is not None and self._idleTimer.active():
+            self._idleTimer.cancel()
+        self._idleTimer = None
 
     def _streamsChanged(self) -> None:
         if self._channel.streams:
             return
         if self._stage == "waiting":
-            self._announce()
+            self._cancelIdle()
+            delay = self._lastActive + self._idleGrace - self._clock.seconds()
+            if delay <= 0:
+                self._announce()
+            else:
+                self._idleTimer = self._clock.callLater(delay, self._announce)
         elif self._stage == "final":
             self._close()
 

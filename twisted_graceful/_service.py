@@ -19,6 +19,7 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, fail
 from twisted.internet.task import deferLater
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -223,11 +224,14 @@ class GracefulSiteService(Service):
         @param handOver: A successor serves this socket now: a UNIX socket's
             file is left in place (a final stop removes it).
         """
-        self.factory.stopAccepting()
-        if self.port is None:
-            return
         port, self.port = self.port, None
-        if handOver and self.address.family == socket.AF_UNIX:
+        if port is not None and not handOver:
+            _closeAfterAccepting(port, self.factory)
+            return
+        self.factory.stopAccepting()
+        if port is None:
+            return
+        if self.address.family == socket.AF_UNIX:
             # A UNIX port unlinks its socket file when it stops listening,
             # which would take the successor's address away: stop reading
             # and close this process's descriptor instead.
@@ -235,9 +239,9 @@ class GracefulSiteService(Service):
             port.socket.close()  # type: ignore[attr-defined]
             self.factory.doStop()
         else:
-            # The port closes (and a UNIX port removes its file) on the next
-            # reactor turn: the drain waits for it, or a stop that drains at
-            # once would end the reactor first.
+            # The port closes on the next reactor turn: the drain waits for
+            # it, or a stop that drains at once would end the reactor first.
+            # The successor's descriptor keeps the socket and its queue.
             stopped = port.stopListening()
             if isinstance(stopped, Deferred):
                 self._portStopped = stopped
@@ -837,6 +841,36 @@ class GracefulService(MultiService):
             drainErrors=len(failed),
             phase="stopped",
         )
+
+
+def _closeAfterAccepting(port: IListeningPort, factory: DrainingFactory) -> None:
+    """
+    Close a listening port for good, now, having first accepted every
+    connection the kernel queued on it.
+
+    Closing a listening socket resets the connections queued on it that
+    nobody accepted, though their clients have sent their requests: those
+    are accepted and served (and drained) instead.  A connection that
+    arrives after the close is refused, never reset.  The port is closed at
+    once rather than on the next reactor turn (as C{stopListening} does), so
+    that no connection is queued in between.
+    """
+    doRead = getattr(port, "doRead", None)
+    connectionLost = getattr(port, "connectionLost", None)
+    if doRead is None or connectionLost is None:
+        factory.stopAccepting()
+        port.stopListening()
+        return
+    # PRIVATE: twisted.internet.tcp.Port (and unix.Port): doRead accepts up
+    # to numberAccepts queued connections, stopping at the first EAGAIN;
+    # connectionLost closes the socket (a UNIX port unlinks its file first)
+    # and stops the factory, which loseConnection defers by a reactor turn.
+    port.stopReading()  # type: ignore[attr-defined]
+    port.disconnecting = True  # type: ignore[attr-defined]
+    port.numberAccepts = 2**16  # type: ignore[attr-defined]
+    doRead()
+    factory.stopAccepting()
+    connectionLost(Failure(CONNECTION_DONE))
 
 
 async def _stopOthers(parent: MultiService, drained: Iterable[IService]) -> None:

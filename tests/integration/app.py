@@ -52,6 +52,8 @@ class App(Resource):
     def render_POST(self, request: Request) -> bytes:
         return b"got " + str(len(request.content.read())).encode() + b" bytes"
 
+    render_PUT = render_POST
+
 
 root = App
 
@@ -160,8 +162,18 @@ def streaming() -> Resource:
     """
     from twisted.web.websocket import WebSocketResource
 
-    root = Resource()
+    root = _Streaming()
     root.putChild(b"events", Events())
     root.putChild(b"ws", WebSocketResource(EchoFactory()))  # type: ignore[arg-type]
-    root.putChild(b"", App())
     return root
+
+
+class _Streaming(App):
+    """
+    L{App} for every path but its children.
+    """
+
+    isLeaf = False
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        return self
