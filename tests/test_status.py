@@ -5,6 +5,8 @@ L{twisted_graceful._notify}.
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 
 from twisted.internet.testing import EventLoggingObserver
@@ -44,6 +46,43 @@ class StatusTests(SynchronousTestCase):
         path = statusPathFor(self.mktemp())
         StatusFile(path).update(pid=1, state="serving")
         self.assertEqual(readStatus(path), {"pid": 1, "state": "serving"})
+
+    def test_outOfDescriptors(self) -> None:
+        """
+        Out of descriptors, the write uses the one kept in reserve, which is
+        taken again afterwards.
+        """
+        fds: list[str] = []
+        written: list[bytes] = []
+
+        def write(path: str, data: bytes) -> None:
+            if "reserve" in fds:
+                raise OSError(errno.EMFILE, "Too many open files")
+            written.append(data)
+
+        def openReserve() -> int:
+            fds.append("reserve")
+            return 99
+
+        status = StatusFile("app.pid.status", {}, write, openReserve, lambda fd: fds.remove("reserve"))
+        status.update(pid=1)  # Takes the reserve.
+        self.assertEqual(fds, ["reserve"])
+        status.update(state="failed")
+        self.assertEqual([json.loads(d) for d in written], [{"pid": 1}, {"pid": 1, "state": "failed"}])
+        self.assertEqual(fds, ["reserve"])
+
+    def test_writeFailureLogged(self) -> None:
+        """
+        A status file that cannot be written is a warning, not an exception.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+        def write(path: str, data: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        StatusFile("app.pid.status", {}, write).update(pid=1)
+        [event] = events
+        self.assertEqual((event["phase"], event["error"]), ("status-not-written", "No space left on device"))
 
     def test_unreadable(self) -> None:
         path = self.mktemp()

@@ -17,12 +17,17 @@ file could not be written (it does not name this process), else L{None}.
 
 from __future__ import annotations
 
+import errno
 import json
-from typing import Any
+import os
+from typing import Any, Callable
 
 from attrs import define, field
+from twisted.logger import Logger
 
 from ._atomic import writeAtomically
+
+_log = Logger()
 
 
 def statusPathFor(pidFile: str) -> str:
@@ -36,21 +41,53 @@ def statusPathFor(pidFile: str) -> str:
 class StatusFile:
     """
     A process's status, kept in a file.
+
+    One descriptor is kept in reserve (on C{/dev/null}): when the process
+    has run out of descriptors (C{EMFILE}, as when it cannot start its
+    successor), it is released for the write, so the outcome still reaches
+    the control command.
     """
 
     path: str
     status: dict[str, Any] = field(factory=dict)
+    _write: Callable[[str, bytes], None] = writeAtomically
+    _openReserve: Callable[[], int] = lambda: os.open(os.devnull, os.O_RDONLY)
+    _closeReserve: Callable[[int], None] = os.close
+    _reserve: int | None = field(default=None, init=False)
 
     def update(self, **changes: Any) -> None:
         """
         Change some fields and write the whole status atomically.  A failure
-        to write is ignored: the status is a report, not the service.
+        to write is logged and otherwise ignored: the status is a report,
+        not the service.
         """
         self.status.update(changes)
+        data = json.dumps(self.status, sort_keys=True).encode()
         try:
-            writeAtomically(self.path, json.dumps(self.status, sort_keys=True).encode())
-        except OSError:
-            pass
+            self._write(self.path, data)
+        except OSError as e:
+            if e.errno in (errno.EMFILE, errno.ENFILE) and self._reserve is not None:
+                self._closeReserve(self._reserve)
+                self._reserve = None
+                try:
+                    self._write(self.path, data)
+                except OSError as again:
+                    self._failed(again)
+            else:
+                self._failed(e)
+        if self._reserve is None:
+            try:
+                self._reserve = self._openReserve()
+            except OSError:
+                pass
+
+    def _failed(self, error: OSError) -> None:
+        _log.warn(
+            "Cannot write the status file {path}: {error}",
+            path=self.path,
+            error=error.strerror or str(error),
+            phase="status-not-written",
+        )
 
 
 def readStatus(path: str) -> dict[str, Any] | None:

@@ -448,3 +448,41 @@ async def test_oldProcessKilledAsSuccessorStarts(cluster: Cluster) -> None:
     await server.waitFor("the successor to see it", lambda e: e.get("phase") == "parent-gone")
     assert cluster.pidFile() == successor["pid"]
     assert listeningSockets(successor["pid"]) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_outOfDescriptorsAtSpawn(cluster: Cluster, tmp_path: Path) -> None:
+    """
+    A server out of descriptors cannot start its successor: C{reload}
+    exits 1 with the reason (the status file is still written), and the
+    server serves on once descriptors are free again.
+    """
+    from twisted.internet import reactor
+
+    from ._server import ROOT, TWISTD, ServerProcess
+    from .test_operations import control
+    from .test_restart_process import TAC
+
+    environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    server = ServerProcess(tmp_path / "twistd.log")
+    argv = ["/bin/sh", "-c", 'ulimit -n 64 && exec "$0" "$@"', TWISTD, "-n", "--pidfile=",
+            "--logger=twisted_graceful.jsonlog.observer", "-y", TAC]
+    reactor.spawnProcess(server, "/bin/sh", argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
+    cluster.server = server
+    ready = await cluster.ready(1)
+    port = portOf(ready)
+    hogs = []
+    try:
+        for _ in range(80):
+            hogs.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        await server.waitFor("the server to run out of descriptors",
+                             lambda e: "EMFILE encountered" in e.get("log_format", ""))
+        code, out, err = await control(tmp_path, "reload", "--pidfile", "app.pid", "--timeout", "20")
+        assert code == 1, (code, out, err)
+        assert "Reload failed" in out and "Too many open files" in out
+        assert f"pid {ready['pid']} is still serving" in out
+    finally:
+        for hog in hogs:
+            hog.close()
+    response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+    assert (await response.content()).decode() == str(ready["pid"])
