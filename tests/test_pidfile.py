@@ -36,14 +36,32 @@ class PidFileTests(SynchronousTestCase):
 
     def test_allowsParent(self) -> None:
         """
-        A successor starts although the file names its live parent.
+        A successor starts although the file names its live parent; any
+        other process checking the same file is refused.
         """
         self.pidfile.write(111)
-        self.pidfile.checkStart(allowed=111)
+        self.assertIsNone(self.pidfile.checkStart(allowed=111))
+        self.assertRaises(PidFileError, self.pidfile.checkStart, allowed=112)
+
+    def test_allowsItself(self) -> None:
+        self.alive.add(os.getpid())
+        self.pidfile.write(os.getpid())
+        self.assertIsNone(self.pidfile.checkStart())
 
     def test_staleAllowed(self) -> None:
+        """
+        A file naming a process that is gone does not stop the start, and is
+        left as it is until the new process overwrites it.
+        """
         self.pidfile.write(333)
-        self.pidfile.checkStart()
+        self.assertIsNone(self.pidfile.checkStart())
+        self.assertEqual(self.pidfile.read(), 333)
+
+    def test_unreadable(self) -> None:
+        os.mkdir(self.path)
+        with self.assertRaises(PidFileError) as caught:
+            self.pidfile.read()
+        self.assertEqual(str(caught.exception), f"Cannot read the pid file {self.path}: Is a directory.")
 
     def test_removeOnlyOwn(self) -> None:
         """
@@ -57,23 +75,30 @@ class PidFileTests(SynchronousTestCase):
         self.assertFalse(os.path.exists(self.path))
         self.assertFalse(self.pidfile.removeIfNames(222))
 
-    @settings(max_examples=50)
-    @given(st.binary(max_size=30))
+    @settings(max_examples=200)
+    @given(st.one_of(st.binary(max_size=30), st.integers(-5, 2**40).map(lambda n: f" {n}\n".encode())))
     def test_garbage(self, content: bytes) -> None:
         """
-        Any content either reads as a positive pid or raises L{PidFileError};
-        starting over garbage is allowed.
+        Content that is a positive decimal number (spaces around it
+        allowed) reads as that pid; anything else raises L{PidFileError}
+        naming the file and what it holds.  Starting is refused only by the
+        live pid 111, never by garbage.
         """
         with open(self.path, "wb") as f:
             f.write(content)
-        try:
-            pid = self.pidfile.read()
-        except PidFileError as e:
-            self.assertIn(self.path, str(e))
+        text = content[:64].decode("ascii", "replace").strip()
+        valid = text.isascii() and text.isdigit() and int(text) > 0
+        if valid:
+            self.assertEqual(self.pidfile.read(), int(text))
         else:
-            self.assertTrue(pid is not None and pid > 0)
-        if content.strip() != b"111":
-            self.pidfile.checkStart()
+            with self.assertRaises(PidFileError) as caught:
+                self.pidfile.read()
+            self.assertIn(f"The pid file {self.path} holds ", str(caught.exception))
+            self.assertIn("not a pid. Remove it if no server is running.", str(caught.exception))
+        if valid and int(text) == 111:
+            self.assertRaises(PidFileError, self.pidfile.checkStart)
+        else:
+            self.assertIsNone(self.pidfile.checkStart())
 
 
 class UnwritablePidFileTests(SynchronousTestCase):
