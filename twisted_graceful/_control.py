@@ -32,6 +32,7 @@ from attrs import frozen
 from ._pidfile import PidFile, isAlive, processOwner, processStartTime
 from ._errors import PidFileError
 from ._signals import signalNumber
+from ._states import DRAINING_STATES, ServerState, UpgradeOutcome
 from ._status import readStatus, statusPathFor
 
 POLL = 0.02
@@ -276,7 +277,7 @@ def reload(
 
     def outcome() -> tuple[ExitStatus, str] | None:
         current = readStatus(statusPath) or {}
-        if current.get("pid") not in (None, pid) and current.get("state") == "serving":
+        if current.get("pid") not in (None, pid) and current.get("state") == ServerState.SERVING:
             newPID = int(current["pid"])
             if system.alive(pid):
                 return None
@@ -289,7 +290,7 @@ def reload(
             return (ExitStatus.OK, str(newPID))
         last = current.get("lastRestart") or {}
         if current.get("pid") == pid and int(last.get("attempt") or 0) >= attempt:
-            if last.get("outcome") in ("failed", "refused"):
+            if last.get("outcome") in (UpgradeOutcome.FAILED, UpgradeOutcome.REFUSED):
                 return (ExitStatus.FAILED, f"Reload failed: {last.get('reason')}. pid {pid} is still serving.")
         if not system.alive(pid) and (readStatus(statusPath) or {}).get("pid") == pid:
             return (ExitStatus.FAILED, f"pid {pid} exited during the reload without a successor.")
@@ -334,8 +335,8 @@ def showStatus(pidFile: str, out: Callable[[str], None], system: System | None =
     uptime = f"{time.time() - started:.0f} s" if isinstance(started, (int, float)) else "unknown"
     state = status.get("state", "unknown")
     out(f"pid: {pid}")
-    out(f"state: {state}" + (" (an upgrade is in progress)" if state == "upgrading" else "")
-        + (" (a drain is in progress)" if state in ("draining", "handed-over") else ""))
+    out(f"state: {state}" + (" (an upgrade is in progress)" if state == ServerState.UPGRADING else "")
+        + (" (a drain is in progress)" if state in DRAINING_STATES else ""))
     out(f"generation: {status.get('generation')}")
     out(f"uptime: {uptime}")
     for endpoint, address in (status.get("endpoints") or {}).items():

@@ -7,10 +7,10 @@ command (C{twisted-graceful status|reload|stop}).
 It holds one JSON object: C{pid}, C{startTime} (the process's start time
 from C{/proc/PID/stat}, which the control command checks before it signals
 C{pid}), C{generation}, C{started} (epoch seconds),
-C{endpoints}, C{state} (C{starting}, C{serving}, C{upgrading},
+C{endpoints}, C{state} (a L{twisted_graceful._states.ServerState}: C{serving}, C{upgrading},
 C{handed-over}, C{draining}, C{stopped}), C{restartAttempts}, C{lastRestart}
-(C{attempt}, C{outcome}: C{pending}, C{ok}, C{failed} or C{refused};
-C{reason}; C{pid} of the successor) and, once stopped, C{drain}
+(C{attempt}, C{outcome}: an L{twisted_graceful._states.UpgradeOutcome}, C{pending}, C{ok}, C{failed}
+or C{refused}; C{reason}; C{pid} of the successor) and, once stopped, C{drain}
 (C{completed}, C{aborted}, C{clean}); C{pidFileError} is the reason the pid
 file could not be written (it does not name this process), else L{None}.
 """
