@@ -329,6 +329,10 @@ def makeService(options: Options) -> GracefulService:
         pidFile=options["pidfile"],
         drainDelay=options["drain-delay"],
     )
+    from .demo import DemoResource
+
+    if isinstance(options["resource"], DemoResource):
+        options["resource"].service = service
     for description in options["ports"]:
         service.addEndpoint(
             description,
