@@ -169,6 +169,15 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(["--shutdown-timeout", "soon"], "--shutdown-timeout takes a number")
         self.assertUsageError(["--shutdown-timeout", "-1"], "zero or more")
 
+    def test_metricsPath(self) -> None:
+        """
+        C{--metrics} takes a path of its own.
+        """
+        self.assertUsageError(["--metrics", "metrics"], "--metrics 'metrics': give a path that starts with /")
+        self.assertUsageError(
+            ["--metrics", "/healthz", "--health", "/healthz"], "--metrics and --health are both '/healthz'"
+        )
+
     def test_accessLogConflict(self) -> None:
         self.assertUsageError(["--access-log", "a.log", "--no-access-log"], "cannot be used together")
 

@@ -17,6 +17,7 @@ from ._errors import (
     UnsupportedSite,
 )
 from ._hooks import HookOutcome
+from ._metrics import GracefulMetrics
 from ._restart import RestartOutcome
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
 from ._endpoint import ListenAddress, parseEndpoint
@@ -32,6 +33,7 @@ __all__ = [
     "DrainResult",
     "DrainingFactory",
     "GracefulError",
+    "GracefulMetrics",
     "GracefulService",
     "GracefulSiteService",
     "HookOutcome",

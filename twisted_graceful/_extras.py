@@ -14,6 +14,7 @@ FEATURES = {
     "tls": "TLS (ssl: ports)",
     "http2": "HTTP/2",
     "websocket": "WebSockets (twisted.web.websocket)",
+    "metrics": "Prometheus metrics (prometheus_client)",
 }
 
 #: The top-level module of each package an extra brings, and that extra.
@@ -26,6 +27,7 @@ MODULES = {
     "hyperframe": "http2",
     "wsproto": "websocket",
     "h11": "websocket",
+    "prometheus_client": "metrics",
 }
 
 

@@ -27,7 +27,6 @@ from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
 from ._extras import installCommand
 from ._logfile import PidTextObserver
-from ._health import HealthSite
 from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
@@ -111,6 +110,9 @@ class Options(usage.Options):
         ["health", None, None,
          "Answer this path (such as /healthz) with 200 while serving and 503 once a stop has "
          "begun, for load balancers and Kubernetes readiness probes."],
+        ["metrics", None, None,
+         "Serve Prometheus metrics at this path (such as /metrics), counted across restarts; "
+         "needs the metrics extra."],
         ["drain-delay", None, 0.0,
          "Seconds to keep serving everything after SIGTERM while --health already answers 503, "
          "before the listeners close.", _positiveFloat("--drain-delay")],
@@ -179,6 +181,21 @@ class Options(usage.Options):
         "Deferred or be a coroutine function."
     )
 
+    def _prepareMetrics(self) -> None:
+        """
+        Check C{--metrics}, and name the metrics directory before anything
+        (the application included) imports C{prometheus_client}.
+        """
+        path = self["metrics"]
+        if not path.startswith("/"):
+            raise usage.UsageError(f"--metrics {path!r}: give a path that starts with /, such as /metrics.")
+        if path == self["health"]:
+            raise usage.UsageError(f"--metrics and --health are both {path!r}: give each its own path.")
+        from ._metrics import prepareDirectory, requirePrometheus
+
+        prepareDirectory(os.environ)
+        requirePrometheus()
+
     def postOptions(self) -> None:
         if self["app"] is not None and self["wsgi"] is not None:
             raise usage.UsageError("--app and --wsgi cannot be used together: give one application.")
@@ -188,6 +205,8 @@ class Options(usage.Options):
             self["ports"] = [DEFAULT_PORT]
         if self["health"] is not None and not self["health"].startswith("/"):
             raise usage.UsageError(f"--health {self['health']!r}: give a path that starts with /, such as /healthz.")
+        if self["metrics"] is not None:
+            self._prepareMetrics()
         if self["drain-delay"] and self["health"] is None:
             raise usage.UsageError("--drain-delay only helps with --health: give both, such as --health /healthz.")
         if isinstance(self["restart-signal"], str):
@@ -285,11 +304,34 @@ def _wsgiResource(application: Any) -> IResource:
     return WSGIResource(reactor, reactor.getThreadPool(), application)  # type: ignore[attr-defined]
 
 
-def _makeSite(options: Options, service: GracefulService) -> Site:
+class _ServiceSite(Site):
+    """
+    A L{Site} that answers some paths itself (C{--health}, C{--metrics}),
+    before its resource tree.
+
+    @param paths: Each path, such as C{b"/healthz"}, and what answers it.
+    """
+
+    def __init__(self, resource: IResource, paths: dict[bytes, IResource], **kwargs: object) -> None:
+        super().__init__(resource, **kwargs)
+        self.paths = paths
+
+    def getResourceFor(self, request: Any) -> IResource:
+        special = self.paths.get(request.path)
+        if special is not None:
+            request.site = self
+            request.sitepath = list(request.prepath or [])
+            return special
+        return super().getResourceFor(request)  # type: ignore[no-any-return]
+
+
+def _makeSite(options: Options, service: GracefulService, metrics: Any) -> Site:
+    paths: dict[bytes, IResource] = {}
     if options["health"] is not None:
-        site: Site = HealthSite(options["resource"], options["health"].encode(), service.healthResource())
-    else:
-        site = Site(options["resource"])
+        paths[options["health"].encode()] = service.healthResource()
+    if metrics is not None:
+        paths[options["metrics"].encode()] = metrics.resource()
+    site = _ServiceSite(options["resource"], paths) if paths else Site(options["resource"])
     if options["access-log"] is not None:
         site.logPath = options["access-log"]
     elif options["no-access-log"]:
@@ -333,10 +375,18 @@ def makeService(options: Options) -> GracefulService:
 
     if isinstance(options["resource"], DemoResource):
         options["resource"].service = service
+    metrics = None
+    if options["metrics"] is not None:
+        from twisted.internet import reactor
+
+        from ._metrics import GracefulMetrics, MetricsService
+
+        metrics = GracefulMetrics(service, reactor)
+        MetricsService(metrics).setServiceParent(service)
     for description in options["ports"]:
         service.addEndpoint(
             description,
-            _makeSite(options, service),
+            _makeSite(options, service, metrics),
             shutdownTimeout=options["shutdown-timeout"],
             idleGrace=options["idle-grace"],
         )
