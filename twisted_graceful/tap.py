@@ -9,6 +9,7 @@ an address in use is reported on the terminal), and build the service.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import sys
@@ -193,6 +194,8 @@ class Options(usage.Options):
             raise usage.UsageError(f"--metrics and --health are both {path!r}: give each its own path.")
         from ._metrics import prepareDirectory, requirePrometheus
 
+        if importlib.util.find_spec("prometheus_client") is None:
+            requirePrometheus()  # Raises, naming the extra.
         prepareDirectory(os.environ)
         requirePrometheus()
 

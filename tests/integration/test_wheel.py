@@ -2,7 +2,8 @@
 The wheel installs into fresh virtualenvs, alone and with each extra, brings
 the twistd plugin with it without breaking Twisted's own packages, and each
 extra's feature works from the installed wheel: an C{ssl:} request (C{tls}),
-an HTTP/2 request by ALPN (C{http2}), a WebSocket echo (C{websocket}).
+an HTTP/2 request by ALPN (C{http2}), a WebSocket echo (C{websocket}), a
+scrape of C{--metrics} (C{metrics}).
 Without an extra, using its feature ends the command with one line naming it.
 
 The wheel is built once; the virtualenvs are made at once, in parallel.
@@ -35,7 +36,7 @@ DEADLINE = 240
 START_DEADLINE = 30
 
 #: The virtualenvs: what is installed in each (C{""}: the wheel alone).
-EXTRAS = ["", "tls", "http2", "websocket"]
+EXTRAS = ["", "tls", "http2", "websocket", "metrics"]
 
 def docsExample(name: str) -> str:
     """
@@ -219,8 +220,9 @@ def test_wheelInFreshVirtualenv(wheel: Path, installed: dict[str, Installed], tm
 
 def test_withoutExtras(installed: dict[str, Installed], tmp_path: Path) -> None:
     """
-    Without its extra, an C{ssl:} port and a WebSocket application each end
-    the command with one line naming the extra to install.
+    Without its extra, an C{ssl:} port, a WebSocket application and
+    C{--metrics} each end the command with one line naming the extra to
+    install.
     """
     key, cert, _ = selfSignedCertificate(tmp_path)
     (tmp_path / "echo.py").write_text(docsExample("echo.py"))
@@ -232,6 +234,9 @@ def test_withoutExtras(installed: dict[str, Installed], tmp_path: Path) -> None:
         (["--port", "tcp:0:interface=127.0.0.1", "--app", "echo.root"],
          "twistd graceful: --app: 'echo' needs WebSockets (twisted.web.websocket), which is not "
          "installed (no module named 'wsproto'): pip install 'twisted-graceful[websocket]'"),
+        (["--port", "tcp:0:interface=127.0.0.1", "--metrics", "/metrics"],
+         "twistd graceful: --metrics needs Prometheus metrics (prometheus_client), which is not installed "
+         "(no module named 'prometheus_client'): pip install 'twisted-graceful[metrics]'"),
     ]:
         result = plain.twistd(tmp_path, "-n", "--pidfile=", "graceful", *args)
         assert result.returncode == 1, result
@@ -325,3 +330,16 @@ def test_websocket(installed: dict[str, Installed], servers: list[Server], tmp_p
                     raise AssertionError(f"the server closed the WebSocket: {event}")
         sock.sendall(ws.send(CloseConnection(code=1000)))
     assert received == ["from the wheel"]
+
+
+def test_metrics(installed: dict[str, Installed], servers: list[Server], tmp_path: Path) -> None:
+    """
+    With C{[metrics]}, C{--metrics /metrics} answers Prometheus text.
+    """
+    server = Server(installed["metrics"], tmp_path, "--port", "tcp:0:interface=127.0.0.1", "--metrics", "/metrics")
+    servers.append(server)
+    ready = server.waitReady()
+    with socket.create_connection(("127.0.0.1", server.port(ready)), timeout=15) as sock:
+        status, body = _http11(sock, "/metrics")
+    assert status == 200
+    assert b"\ntwisted_graceful_generation 1.0\n" in body
