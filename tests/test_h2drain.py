@@ -12,7 +12,7 @@ from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful._drain import isDraining
-from twisted_graceful._h2drain import BUSY_BOUND, MAX_STREAM_ID, PING_BOUND
+from twisted_graceful._h2drain import BUSY_BOUND, LINGER, MAX_STREAM_ID, PING_BOUND
 
 from ._http import DrainHarness, RawClient
 
@@ -169,9 +169,28 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.assertIsNone(self.raw.closed)
         self.client.ackPing(frames[0])
         self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        # The client may close first; if it does not, the server does.
+        self.h.clock.advance(LINGER - 0.01)
+        self.assertIsNone(self.raw.closed)
+        self.h.clock.advance(0.01)
+        self.client.flush()
         self.assertIsNotNone(self.raw.closed)
         result = self.successResultOf(d)
         self.assertEqual((result.completed, result.abortedConnections), (1, 0))
+
+    def test_clientClosesFirst(self) -> None:
+        """
+        A client that closes the connection once it has read the final
+        GOAWAY ends the drain at once.
+        """
+        d = self.drain()
+        self.h.clock.advance(0.5)
+        self.client.ackPing(self.client.received()[0])
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 1)])
+        self.assertNoResult(d)
+        self.client.pump.client.transport.loseConnection()
+        self.client.flush()
+        self.assertTrue(self.successResultOf(d).clean)
 
     def test_waitsForOpenStreams(self) -> None:
         """
@@ -195,6 +214,8 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.assertEqual(summary(frames), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
         self.client.ackPing(frames[0])
         self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        self.h.clock.advance(LINGER)
+        self.client.flush()
         self.assertEqual(self.successResultOf(d).completed, 1)
 
     def test_busyConnectionAnnouncedAfterBound(self) -> None:
@@ -214,6 +235,8 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.assertIsNone(self.raw.closed)
         self.h.resource.finishAll()
         self.assertEqual(summary(self.client.received()), [("HEADERS", 3), ("DATA END", 3)])
+        self.h.clock.advance(LINGER)
+        self.client.flush()
         self.assertIsNotNone(self.raw.closed)
         self.assertTrue(self.successResultOf(d).clean)
 
@@ -242,6 +265,8 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.assertEqual(self.client.received(), [])
         self.h.clock.advance(0.01)
         self.assertEqual(summary(self.client.received()), [("GOAWAY", 1)])
+        self.h.clock.advance(LINGER)
+        self.client.flush()
         self.assertTrue(self.successResultOf(d).clean)
 
     def test_streamAfterFinalRefused(self) -> None:

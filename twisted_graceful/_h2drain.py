@@ -41,6 +41,12 @@ Seconds to wait for the acknowledgement of the drain's PING before sending
 the final GOAWAY anyway.
 """
 
+LINGER = 1.0
+"""
+Seconds to wait, once the last stream is done after the final GOAWAY, for
+the client to close the connection before the server closes it.
+"""
+
 BUSY_BOUND = 5.0
 """
 Seconds an HTTP/2 connection that always has a stream open may go on
@@ -145,8 +151,13 @@ class HTTP2Drain:
                 self._announce()
             else:
                 self._idleTimer = self._clock.callLater(delay, self._announce)
-        elif self._stage == "final":
-            self._close()
+        elif self._stage == "final" and self._timer is None:
+            # The client closes a connection whose last stream is done once
+            # it has read the final GOAWAY: let it close first.  Closing a
+            # socket that still has unread bytes from the client (a
+            # WINDOW_UPDATE, an acknowledgement) resets the connection, and a
+            # reset can discard the responses the client has not read yet.
+            self._timer = self._clock.callLater(LINGER, self._close)
 
     def _write(self, frame: Any) -> bool:
         channel = self._channel
