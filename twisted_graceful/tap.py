@@ -31,6 +31,7 @@ from ._logfile import PidTextObserver
 from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
+from ._limits import limitBodies, parseSize
 from ._signals import HANGUP_ACTIONS, signalNumber
 
 DEFAULT_PORT = "8080"
@@ -47,6 +48,16 @@ def _restartSignal(value: str) -> int | None:
 
 
 _restartSignal.coerceDoc = "A signal name, or 'none'."  # type: ignore[attr-defined]
+
+
+def _maxRequestBody(value: str) -> int:
+    try:
+        return parseSize(value)
+    except ValueError as e:
+        raise ValueError(f"--max-request-body: {e}") from None
+
+
+_maxRequestBody.coerceDoc = "A size such as 10M."  # type: ignore[attr-defined]
 
 
 def _hangupAction(value: str) -> str:
@@ -119,6 +130,8 @@ class Options(usage.Options):
          "before the listeners close.", _positiveFloat("--drain-delay")],
         ["access-log", None, None, "Write the access log (combined format) to this file, in append "
          "mode. By default access lines go to the twistd log."],
+        ["max-request-body", None, None, "Answer a request body larger than this (bytes, or with K, "
+         "M or G) with 413 Payload Too Large, without storing it. Default: no limit.", _maxRequestBody],
     ]
     optFlags = [
         ["no-access-log", None, "Do not log requests."],
@@ -339,6 +352,8 @@ def _makeSite(options: Options, service: GracefulService, metrics: Any) -> Site:
         site.logPath = options["access-log"]
     elif options["no-access-log"]:
         site.log = lambda request: None  # type: ignore[method-assign]
+    if options["max-request-body"] is not None:
+        limitBodies(site, options["max-request-body"])
     return site
 
 

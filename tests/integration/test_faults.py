@@ -486,3 +486,31 @@ async def test_outOfDescriptorsAtSpawn(cluster: Cluster, tmp_path: Path) -> None
             hog.close()
     response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
     assert (await response.content()).decode() == str(ready["pid"])
+
+
+@pytest_twisted.ensureDeferred
+async def test_bodyOverLimit(tmp_path: Path) -> None:
+    """
+    With --max-request-body, a client announcing a 10 GB body gets 413 at
+    once and is disconnected, and nothing is spooled to disk; bodies under
+    the limit are served.
+    """
+    server = startServer(
+        tmp_path, "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root",
+        "--max-request-body", "64K",
+    )
+    try:
+        ready = await server.waitForPhase("ready")
+        port = portOf(ready)
+        liar = await connectRaw(port)
+        liar.transport.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n" + b"x" * 65536)  # type: ignore[union-attr]
+        await liar.waitForData(b"413 Payload Too Large")
+        await liar.waitForClose()
+        assert not [f for f in os.listdir(f"/proc/{ready['pid']}/fd")
+                    if "tmp" in os.readlink(f"/proc/{ready['pid']}/fd/{f}")]
+        response = await treq.post(f"http://127.0.0.1:{port}/", data=b"y" * 65536, pool=freshPool(), timeout=10)
+        assert (await response.content()) == b"got 65536 bytes"
+        server.signal(signal.SIGTERM)
+        await server.waitForExit()
+    finally:
+        stopServer(server)
