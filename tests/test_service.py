@@ -4,22 +4,35 @@ Tests for L{twisted_graceful._service}.
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
-from twisted_graceful import BadEndpoint, GracefulService, GracefulSiteService, ListenFailed
+from twisted_graceful import (
+    BadEndpoint,
+    ChildExitedEarly,
+    ChildReadyTimeout,
+    GracefulService,
+    GracefulSiteService,
+    ListenFailed,
+    NotReadyToRestart,
+)
+from twisted_graceful._child import DEFAULT_KILL_GRACE
 from twisted_graceful._endpoint import ListenAddress, bindSocket
 from twisted_graceful._systemd import SystemdSocket
 
-from ._fakes import FakeReactor, patchStatic
+from ._fakes import FakeProcess, FakeReactor, SpawningReactor, patchStatic
 from ._http import HeldResource, RawClient, request
 
 SHUTDOWN_TIMEOUT = 5.0
@@ -63,8 +76,8 @@ class FakeBinder:
 
 
 class Harness:
-    def __init__(self, test: SynchronousTestCase) -> None:
-        self.reactor = FakeReactor()
+    def __init__(self, test: SynchronousTestCase, reactor: FakeReactor | None = None) -> None:
+        self.reactor = reactor if reactor is not None else FakeReactor()
         self.binder = FakeBinder()
         patchStatic(test, GracefulSiteService, "_bindSocket", self.binder)
         self.closed: list[int] = []
@@ -468,3 +481,192 @@ class _RouterWithFake:
         from twisted_graceful._signals import SignalRouter
 
         return SignalRouter(reactor, signals)
+
+
+READY_TIMEOUT = 10.0
+SUCCESSOR_ARGV = ["/venv/bin/twistd", "-n", "graceful", "--port", "tcp:8080:interface=127.0.0.1"]
+SERVING_PID = 6001
+"""
+The successor's serving pid: a daemonizing twistd serves from a grandchild
+of the process spawned.
+"""
+
+
+class RestartTests(SynchronousTestCase):
+    """
+    L{GracefulService.restart} end to end, with the successor played by the
+    test through a fake C{spawnProcess}.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = SpawningReactor()
+        self.h = Harness(self, self.reactor)
+        self.killed: list[tuple[int, int]] = []
+        patchStatic(self, GracefulService, "_kill", lambda pid, signum: self.killed.append((pid, signum)))
+        self.h.service = GracefulService(
+            reactor=self.reactor, handleSignals=False, environ={}, argv=SUCCESSOR_ARGV, readyTimeout=READY_TIMEOUT
+        )
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def start(self, *descriptions: str) -> list[GracefulSiteService]:
+        """
+        Serve C{descriptions} in a process that has no predecessor, with its
+        reactor running.
+        """
+        endpoints = [self.h.addEndpoint(d) for d in descriptions]
+        self.reactor.running = True
+        self.h.service.startService()
+        return endpoints
+
+    def restart(self) -> tuple[Deferred[Any], FakeProcess, int, int]:
+        """
+        Ask for a restart; return its result, the successor, and the
+        successor's ready and lifeline descriptors.
+        """
+        d = self.h.service.restart()
+        [process] = self.reactor.processes[-1:]
+        return d, process, int(process.env["TWISTED_GRACEFUL_READY_FD"]), int(process.env["TWISTED_GRACEFUL_LIFELINE_FD"])
+
+    def say(self, process: FakeProcess, readyFD: int, state: str, pid: int = SERVING_PID, **fields: Any) -> None:
+        process.fromChild(readyFD, json.dumps(dict(fields, state=state, pid=pid)).encode() + b"\n")
+
+    def phases(self) -> list[str]:
+        return [e["phase"] for e in self.events if "phase" in e]
+
+    def test_successorReadyHandsOver(self) -> None:
+        """
+        The successor runs the same command with the listening socket at
+        descriptor 3; once it reports ready, the restart fires with its
+        serving pid and the time it took, this process stops accepting,
+        tells the successor on the lifeline, and stops its reactor on the
+        next turn.
+        """
+        [endpoint] = self.start("tcp:8080:interface=127.0.0.1")
+        port = self.reactor.ports[0]
+        d, process, readyFD, lifelineFD = self.restart()
+        self.assertNoResult(d)
+        self.assertEqual(process.executable, "/bin/sh")
+        self.assertEqual(process.args[:2], ["/bin/sh", "-c"])
+        self.assertEqual(process.args[3:], SUCCESSOR_ARGV)
+        self.assertEqual(process.path, os.getcwd())
+        self.assertEqual(json.loads(process.env["TWISTED_GRACEFUL_SOCKETS"]), {endpoint.identity: 3})
+        self.assertEqual(process.env["TWISTED_GRACEFUL_PARENT_PID"], str(os.getpid()))
+        self.assertEqual(process.env["TWISTED_GRACEFUL_GENERATION"], "2")
+        self.assertEqual(
+            process.childFDs, {0: 0, 1: 1, 2: 2, 3: port.fileno(), readyFD: "r", lifelineFD: "w"}
+        )
+        self.assertEqual((readyFD, lifelineFD), (4, 5))
+
+        self.say(process, readyFD, "starting")
+        self.reactor.advance(1.5)
+        self.assertNoResult(d)
+        self.assertTrue(port.listening)
+        self.assertEqual(process.written, {})
+
+        self.say(process, readyFD, "ready", generation=2)
+        outcome = self.successResultOf(d)
+        self.assertEqual((outcome.pid, outcome.elapsed, outcome.fields["generation"]), (SERVING_PID, 1.5, 2))
+        self.assertEqual((port.listening, port.stopListeningCalls), (False, 1))
+        self.assertIsNone(endpoint.port)
+        self.assertEqual(process.written, {lifelineFD: b'{"state": "handed-over"}\n'})
+        self.assertFalse(self.reactor.hasStopped)
+        self.reactor.advance(0)
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(self.killed, [])
+        self.assertEqual(
+            [p for p in self.phases() if p.startswith(("restart", "child", "handed"))],
+            ["restart-requested", "child-spawned", "child-ready", "handed-over"],
+        )
+        self.failureResultOf(self.h.service.restart(), NotReadyToRestart)
+        self.assertEqual(len(self.reactor.processes), 1)
+
+    def test_successorExitsBeforeReady(self) -> None:
+        """
+        A successor that exits before it is ready fails the restart with
+        L{ChildExitedEarly}, saying how it ended and how far it got; this
+        process keeps listening and can restart again.
+        """
+        self.start("tcp:8080:interface=127.0.0.1")
+        port = self.reactor.ports[0]
+        d, process, readyFD, lifelineFD = self.restart()
+        self.say(process, readyFD, "starting", pid=process.pid)  # type: ignore[arg-type]
+        process.exit(Failure(ProcessTerminated(exitCode=3)))
+        failure = self.failureResultOf(d, ChildExitedEarly)
+        self.assertIn("exit status 3", str(failure.value))
+        self.assertIn("while starting", str(failure.value))
+        self.assertEqual((port.listening, port.stopListeningCalls), (True, 0))
+        self.assertEqual(process.written, {})
+        self.reactor.advance(DEFAULT_KILL_GRACE + 1)
+        self.assertFalse(self.reactor.hasStopped)
+        self.assertEqual(self.killed, [], "an exited process is never signalled")
+        [failed] = [e for e in self.events if e.get("phase") == "restart-failed"]
+        self.assertEqual(failed["error"], "ChildExitedEarly")
+
+        again, second, _, _ = self.restart()
+        self.assertNoResult(again)
+        self.assertIsNot(second, process)
+
+    def test_successorMissesReadyDeadline(self) -> None:
+        """
+        A successor that is not ready within the ready timeout fails the
+        restart with L{ChildReadyTimeout}; it is sent SIGTERM, then SIGKILL
+        after the kill grace, and this process keeps listening.
+        """
+        self.start("tcp:8080:interface=127.0.0.1")
+        port = self.reactor.ports[0]
+        d, process, readyFD, _ = self.restart()
+        self.say(process, readyFD, "starting")
+        self.reactor.advance(READY_TIMEOUT - 0.01)
+        self.assertNoResult(d)
+        self.reactor.advance(0.01)
+        failure = self.failureResultOf(d, ChildReadyTimeout)
+        self.assertIn(f"within {READY_TIMEOUT:g} s", str(failure.value))
+        pids = {SERVING_PID, process.pid}
+        self.assertEqual(sorted(self.killed), sorted((pid, signal.SIGTERM) for pid in pids))
+        self.reactor.advance(DEFAULT_KILL_GRACE)
+        self.assertEqual(
+            sorted(self.killed), sorted([(pid, signal.SIGTERM) for pid in pids] + [(pid, signal.SIGKILL) for pid in pids])
+        )
+        self.assertEqual((port.listening, port.stopListeningCalls), (True, 0))
+        self.assertFalse(self.reactor.hasStopped)
+        self.say(process, readyFD, "ready")
+        self.assertEqual(process.written, {}, "a successor that came too late is not handed over to")
+
+    def test_spawnFails(self) -> None:
+        """
+        A successor that cannot be started fails the restart with
+        L{ChildExitedEarly} on the next reactor turn, naming the command.
+        """
+        self.start("8080")
+        self.reactor.failSpawn = OSError(2, "No such file or directory")
+        d = self.h.service.restart()
+        self.assertNoResult(d)
+        self.reactor.advance(0)
+        failure = self.failureResultOf(d, ChildExitedEarly)
+        self.assertIn("Cannot start the successor", str(failure.value))
+        self.assertIn("No such file or directory", str(failure.value))
+        self.assertTrue(self.reactor.ports[0].listening)
+
+    def test_unixSocketHandedOver(self) -> None:
+        """
+        At the hand-over a UNIX port stops reading and closes this
+        process's descriptor without stopping listening, which would unlink
+        the socket file the successor now serves; a TCP port beside it
+        stops listening.  Each is handed to the successor by identity.
+        """
+        path = os.path.abspath("app.sock")
+        tcp, unix = self.start("tcp:8080:interface=127.0.0.1", f"unix:{path}")
+        tcpPort, unixPort = self.reactor.ports
+        d, process, readyFD, _ = self.restart()
+        self.assertEqual(
+            json.loads(process.env["TWISTED_GRACEFUL_SOCKETS"]), {tcp.identity: 3, f"unix:{path}": 4}
+        )
+        self.assertEqual((process.childFDs[3], process.childFDs[4]), (tcpPort.fileno(), unixPort.fileno()))
+        self.assertEqual(unix.site.numPorts, 1)
+        self.say(process, readyFD, "ready")
+        self.successResultOf(d)
+        self.assertEqual(unixPort.stopListeningCalls, 0)
+        self.assertFalse(unixPort.reading)
+        self.assertTrue(unixPort.socket.closed)
+        self.assertEqual(unix.site.numPorts, 0)
+        self.assertEqual((tcpPort.stopListeningCalls, tcpPort.listening), (1, False))

@@ -567,6 +567,7 @@ class GracefulService(MultiService):
         self._parent.watch(self._servingAlone, self._parentGone)
 
     _closeInherited = staticmethod(os.close)
+    _kill = staticmethod(os.kill)
 
     def _servingAlone(self) -> None:
         """
@@ -713,6 +714,7 @@ class GracefulService(MultiService):
             self._readyTimeout,
             restarter._childReady,
             restarter._childFailed,
+            kill=self._kill,
         )
         command = self._successorCommand()
         try:
