@@ -1,0 +1,268 @@
+# -*- test-case-name: tests.test_drain -*-
+"""
+How each connection of a drained L{twisted.web.server.Site} drains: an
+HTTP/1.1 channel answers with C{Connection: close} and closes once idle, a
+channel upgraded to a WebSocket is closed with a close frame, and an HTTP/2
+connection hands over to L{twisted_graceful._h2drain}.
+L{twisted_graceful._drain.DrainingFactory} counts them and ends the drain.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.web import http
+from twisted.web.http_headers import Headers
+
+from ._h2drain import BUSY_BOUND, HTTP2Drain
+
+if TYPE_CHECKING:
+    from ._drain import DrainingFactory
+
+# PRIVATE: the protocol Site builds by default, which switches between
+# HTTP/1.1 and HTTP/2 after ALPN.  Subclassing it is the only way to keep
+# HTTP/2 and track every connection.
+_GenericHTTPChannelProtocol: Any = http._GenericHTTPChannelProtocol
+
+
+class _DrainingHTTPChannel(http.HTTPChannel):
+    """
+    An HTTP/1.1 channel that co-operates with L{DrainingFactory}: once the
+    drain begins, responses not yet started carry C{Connection: close}, and
+    the connection closes after it has been quiet for the idle grace.
+    """
+
+    _tracker: DrainingFactory
+    _wire: Any = None
+    _lastActive: float = 0.0
+    _idleCall: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        super().connectionMade()
+
+    def requestDone(self, request: http.Request) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        super().requestDone(request)
+
+    def _startDraining(self) -> None:
+        """
+        The drain began: from now on, answer with C{Connection: close} and
+        close the connection once it is idle.
+
+        Until now the hot path carried no drain logic: the drain's versions
+        of C{dataReceived}, C{writeHeaders} and C{requestDone} are installed
+        on this instance only now.  A channel upgraded to a WebSocket has its
+        own C{dataReceived} already and keeps it.
+        """
+        upgraded = vars(self).get("dataReceived")
+        if upgraded is not None:
+            self._wire = getattr(upgraded, "__self__", None)
+            _closeUpgraded(self._wire, self._tracker._closeCode)
+            # The close is under way; a TLS socket stays open until the peer
+            # answers the TLS close, which a client may never do.
+            self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
+            return
+        self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
+        self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
+        self.requestDone = self._drainingRequestDone  # type: ignore[method-assign]
+        if not self.requests:
+            # PRIVATE: LineReceiver._buffer holds a request line or headers
+            # received in part; the client is still sending, so its grace
+            # counts from now.
+            if self._buffer:
+                self._lastActive = self._tracker._clock.seconds()
+            self._closeWhenIdle()
+
+    def _drainingDataReceived(self, data: bytes) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+            self._idleCall = None
+        http.HTTPChannel.dataReceived(self, data)
+        if not self.requests and self.transport:
+            # A partial request line: give the client the grace to finish it.
+            self._closeWhenIdle()
+
+    def _drainingWriteHeaders(self, version: bytes, code: bytes, reason: bytes, headers: Any) -> None:
+        # PRIVATE: bytes already received after this request are pipelined
+        # requests: HTTPChannel._dataBuffer holds them while a request is in
+        # flight, LineReceiver._buffer while this request is being parsed.
+        # They must be answered, so the connection stays open for them; the
+        # last of them is answered with Connection: close.  The end of a
+        # request body leaves an empty chunk in _dataBuffer: only bytes
+        # count.
+        if not (any(self._dataBuffer) or self._buffer):
+            self.persistent = False
+            if isinstance(headers, Headers):
+                headers.setRawHeaders(b"Connection", [b"close"])
+            else:
+                headers.append((b"Connection", b"close"))
+        http.HTTPChannel.writeHeaders(self, version, code, reason, headers)
+
+    def _drainingRequestDone(self, request: http.Request) -> None:
+        self._tracker._completed += 1
+        self._lastActive = self._tracker._clock.seconds()
+        http.HTTPChannel.requestDone(self, request)
+        if self.persistent and not self.requests:
+            self._closeWhenIdle()
+
+    def _closeWhenIdle(self) -> None:
+        """
+        Close the connection when it has received nothing and had no request
+        in flight for the idle grace, counted from its last activity.
+        """
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+        delay = self._lastActive + self._tracker._idleGrace - self._tracker._clock.seconds()
+        if delay <= 0:
+            self._idleCall = None
+            self.loseConnection()
+        else:
+            self._idleCall = self._tracker._clock.callLater(delay, self._idleExpired)
+
+    def _closeStuck(self) -> None:
+        """
+        The upgraded connection's close began an idle grace ago and its
+        socket is still open: abort it.
+
+        When the WebSocket close handshake is done, nothing is lost: the
+        client closed its end of the WebSocket, and only the TLS close is
+        unanswered (clients that wait for the server to close the TCP
+        connection, as RFC 6455 asks, never answer it).  Otherwise the
+        client never answered the close frame, and the abort is counted.
+        """
+        self._idleCall = None
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return
+        done = _wsState(self._wire) == "CLOSED"
+        self._tracker._log.info(
+            "Aborting a WebSocket of {endpoint} whose peer did not close its socket"
+            " (close handshake {handshake})",
+            endpoint=self._tracker.name,
+            handshake="done" if done else "unanswered",
+            phase="drain-stuck-close",
+        )
+        if not done:
+            self._tracker._abortedConnections += 1
+        self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def _idleExpired(self) -> None:
+        self._idleCall = None
+        if not self.requests:
+            self.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if self._idleCall is not None:
+            self._idleCall.cancel()
+            self._idleCall = None
+        super().connectionLost(reason)
+
+
+def _closeUpgraded(wire: Any, closeCode: tuple[int, str]) -> None:
+    """
+    Start the close of a channel upgraded to a WebSocket, unless its close
+    has begun already.
+    """
+    # PRIVATE: twisted.web.websocket upgrades a channel by replacing its
+    # dataReceived with the bound method of its wire protocol, whose
+    # loseConnection(code, reason) sends a close frame and whose _wsconn is
+    # the wsproto connection.  Once either side has sent its close frame
+    # (wsproto's state is no longer OPEN) the close is under way: a TLS
+    # socket can stay open after the handshake, until its own close is done.
+    if wire is None or not callable(getattr(wire, "loseConnection", None)):
+        return
+    state = _wsState(wire)
+    if state is not None and state != "OPEN":
+        return
+    code, reason = closeCode
+    wire.loseConnection(code, reason)
+
+
+def _wsState(wire: Any) -> str | None:
+    """
+    The name of the wsproto state of an upgraded channel's wire protocol
+    (C{OPEN}, C{CLOSED}, ...), or L{None} if it has none.
+    """
+    state = getattr(getattr(wire, "_wsconn", None), "state", None)
+    return getattr(state, "name", None)
+
+
+class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc]
+    """
+    The protocol of every connection of a drained L{Site}: it registers with
+    its L{DrainingFactory} for as long as the connection is open, whatever
+    channel (HTTP/1.1, HTTP/2, or an upgraded WebSocket) serves it.
+    """
+
+    _tracker: DrainingFactory
+    _http2Drain: HTTP2Drain | None = None
+    _lastActive: float = 0.0
+
+    def makeConnection(self, transport: Any) -> None:
+        self._tracker._connections.add(self)
+        super().makeConnection(transport)
+
+    def dataReceived(self, data: bytes) -> None:
+        self._lastActive = self._tracker._clock.seconds()
+        super().dataReceived(data)
+        # The first bytes switch to HTTP/2 if ALPN chose it: the new channel
+        # learns its tracker too, for whenDraining(request).
+        if not hasattr(self._channel, "_tracker"):
+            self._channel._tracker = self._tracker
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._http2Drain is not None:
+            self._http2Drain.stop()
+        try:
+            super().connectionLost(reason)
+        finally:
+            self._tracker._connectionLost(self)
+
+    @property
+    def currentChannel(self) -> Any:
+        # PRIVATE: _channel is the HTTPChannel, or the H2Connection after ALPN.
+        return self._channel
+
+    def inFlight(self) -> int:
+        """
+        How many requests this connection has in flight.
+        """
+        channel = self.currentChannel
+        if isinstance(channel, http.HTTPChannel):
+            # PRIVATE: _waitingForTransport is set while the transport's
+            # buffer is full: a response is still on its way to a client
+            # that does not read it.
+            return len(channel.requests) or int(channel._waitingForTransport)
+        return len(getattr(channel, "streams", ())) or 1
+
+    def startDraining(self) -> None:
+        channel = self.currentChannel
+        if isinstance(channel, _DrainingHTTPChannel):
+            channel._startDraining()
+        elif hasattr(channel, "streams") and hasattr(channel, "conn"):
+            timeout = self._tracker._timeout
+            busyBound = BUSY_BOUND if timeout is None else min(BUSY_BOUND, timeout / 2)
+            tracker = self._tracker
+            self._http2Drain = HTTP2Drain(
+                channel, tracker._clock, tracker._idleGrace, busyBound, self._streamDone, self._closeHTTP2
+            )
+            self._http2Drain.start(self._lastActive)
+
+    def _streamDone(self) -> None:
+        self._tracker._completed += 1
+
+    def _closeHTTP2(self) -> None:
+        # The connection is the transport's producer: a TLS transport closes
+        # only once its producer is gone (HTTPChannel.loseConnection does the
+        # same).
+        transport = self.currentChannel.transport
+        if transport is not None:
+            transport.unregisterProducer()
+            transport.loseConnection()
+
+    def abort(self) -> None:
+        transport = self.currentChannel.transport
+        if transport is not None:
+            transport.abortConnection()
