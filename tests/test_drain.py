@@ -310,6 +310,13 @@ class DrainTests(SynchronousTestCase):
         protocol = next(iter(self.h.factory._connections))
         protocol.currentChannel.pauseProducing()  # What a full transport does.
         self.assertEqual(self.h.factory.inFlightCount(), 1)
+        d = self.h.factory.drain(DRAIN_TIMEOUT)
+        # The client reads nothing (no pump): the response stays unsent.
+        self.h.clock.advance(AT_LEAST_DRAIN_TIMEOUT)
+        self.h.flush()
+        result = self.successResultOf(d)
+        self.assertEqual((result.abortedConnections, result.abortedRequests), (1, 1))
+        self.assertFalse(result.clean)
 
     def test_counts(self) -> None:
         """
