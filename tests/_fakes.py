@@ -13,7 +13,8 @@ from twisted.internet.defer import succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IListeningPort, IProcessTransport, IReactorProcess
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.task import deferLater
+from twisted.internet.testing import MemoryReactorClock, StringTransportWithDisconnection
 from zope.interface import implementer
 from zope.interface.verify import verifyClass
 
@@ -65,6 +66,57 @@ class RecordingPort:
 
 
 verifyClass(IListeningPort, RecordingPort)
+
+
+class QueueingPort(RecordingPort):
+    """
+    A L{RecordingPort} shaped like C{twisted.internet.tcp.Port}: the kernel
+    has C{queued} connections waiting, which C{doRead} accepts (up to
+    C{numberAccepts}); C{stopListening} closes the socket one reactor turn
+    later, through C{connectionLost}.
+
+    @ivar order: Where C{"accepted"}, C{"refused"} and C{"closed"} are
+        recorded, in order.
+    """
+
+    def __init__(self, fileno: int, family: int, factory: Any, reactor: Any, order: list[str]) -> None:
+        super().__init__(fileno, family, factory)
+        self._reactor = reactor
+        self.order = order
+        self.queued = 0
+        self.numberAccepts = 100
+        self.disconnecting = False
+        self.closed = False
+
+    def doRead(self) -> None:
+        if self.closed:
+            raise RuntimeError("doRead on a closed port")
+        while self.queued and self.numberAccepts > 0:
+            self.queued -= 1
+            protocol = self.factory.buildProtocol(self.getHost())
+            self.order.append("refused" if protocol is None else "accepted")
+            if protocol is not None:
+                transport = StringTransportWithDisconnection(hostAddress=self.getHost())
+                transport.protocol = protocol
+                protocol.makeConnection(transport)
+
+    def connectionLost(self, reason: Any) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reading = False
+        self.queued = 0
+        self.socket.close()
+        self.order.append("closed")
+        if self.listening:
+            self.listening = False
+            self.factory.doStop()
+
+    def stopListening(self) -> Any:
+        self.stopListeningCalls += 1
+        self.disconnecting = True
+        self.reading = False
+        return deferLater(self._reactor, 0, self.connectionLost, None)
 
 
 class FakeListeningSocket:
@@ -195,10 +247,27 @@ class FakeReactor(MemoryReactorClock):
         if addressFamily not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
             raise ValueError(f"unsupported address family {addressFamily!r}")
         self.adoptedPorts.append((fileno, addressFamily, factory))
-        port = RecordingPort(fileno, addressFamily, factory)
+        port = self._makePort(fileno, addressFamily, factory)
         port.startListening()
         self.ports.append(port)
         return port
+
+    def _makePort(self, fileno: int, addressFamily: int, factory: Any) -> RecordingPort:
+        return RecordingPort(fileno, addressFamily, factory)
+
+
+class QueueingReactor(FakeReactor):
+    """
+    A L{FakeReactor} whose adopted ports are L{QueueingPort}s recording into
+    one C{order} list.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def _makePort(self, fileno: int, addressFamily: int, factory: Any) -> RecordingPort:
+        return QueueingPort(fileno, addressFamily, factory, self, self.order)
 
 
 @implementer(IReactorProcess)

@@ -13,7 +13,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import globalLogPublisher
+from twisted.logger import LogEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -32,7 +32,7 @@ from twisted_graceful._child import DEFAULT_KILL_GRACE
 from twisted_graceful._endpoint import ListenAddress, bindSocket
 from twisted_graceful._systemd import SystemdSocket
 
-from ._fakes import FakeProcess, FakeReactor, SpawningReactor, patchStatic
+from ._fakes import FakeProcess, FakeReactor, QueueingPort, QueueingReactor, SpawningReactor, patchStatic
 from ._http import HeldResource, RawClient, request
 
 SHUTDOWN_TIMEOUT = 5.0
@@ -407,6 +407,43 @@ class OrderedStopTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(calls, [])
         self.assertEqual([o.outcome for o in self.h.service.hookOutcomes], ["skipped"])
+
+
+class FinalStopTests(SynchronousTestCase):
+    """
+    A final stop closes each listening socket before its drain begins.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = QueueingReactor()
+        self.h = Harness(self, self.reactor)
+
+        def observe(event: LogEvent) -> None:
+            if event.get("phase") in ("drain-started", "drain-finished"):
+                self.reactor.order.append(event["phase"])
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def test_listenerClosedBeforeDrainStarted(self) -> None:
+        """
+        The connections the kernel queued before the stop are accepted and
+        drained, the listening socket is closed, and only then is
+        C{drain-started} logged: a client that connects once it has seen
+        C{drain-started} is refused, never queued and reset.
+        """
+        endpoint = self.h.addEndpoint("tcp:8080:interface=127.0.0.1")
+        self.h.service.startService()
+        port = self.reactor.ports[0]
+        assert isinstance(port, QueueingPort)
+        port.queued = 2
+        d = self.h.service.stopService()
+        self.assertEqual(self.reactor.order[:4], ["accepted", "accepted", "closed", "drain-started"])
+        self.assertTrue(port.socket.closed)
+        self.assertEqual(endpoint.factory.connectionCount(), 2)
+        self.reactor.advance(AT_LEAST_SHUTDOWN_TIMEOUT)
+        self.successResultOf(d)
+        self.assertEqual(self.reactor.order[4:], ["drain-finished"])
 
 
 class FakeSignals:
