@@ -23,6 +23,7 @@ STATES = [
     "Starting",
     "ServingBesideParent",
     "Serving",
+    "Queued",
     "AwaitingChild",
     "HandedOver",
     "Stopping",
@@ -40,6 +41,9 @@ LEFT_OUT = {
     ("Serving", "_ready"),
     ("Serving", "_childReady"),
     ("Serving", "_childFailed"),
+    ("Queued", "_ready"),
+    ("Queued", "_childReady"),
+    ("Queued", "_childFailed"),
     ("HandedOver", "_ready"),
     ("HandedOver", "_childReady"),
 }
@@ -60,12 +64,15 @@ HANDLED: dict[tuple[str, str], tuple[str, Any]] = {
     ("Starting", "stop"): ("Stopping", None),
     ("Starting", "_ready"): ("Serving", None),
     ("Starting", "_parentGone"): ("Starting", None),
-    ("ServingBesideParent", "restart"): ("ServingBesideParent", NotReadyToRestart),
+    ("ServingBesideParent", "restart"): ("Queued", PENDING),
     ("ServingBesideParent", "stop"): ("Stopping", None),
     ("ServingBesideParent", "_parentGone"): ("Serving", None),
     ("Serving", "restart"): ("AwaitingChild", PENDING),
     ("Serving", "stop"): ("Stopping", None),
     ("Serving", "_parentGone"): ("Serving", None),
+    ("Queued", "restart"): ("Queued", PENDING),
+    ("Queued", "stop"): ("Stopping", None),
+    ("Queued", "_parentGone"): ("AwaitingChild", None),
     ("AwaitingChild", "restart"): ("AwaitingChild", RestartInProgress),
     ("AwaitingChild", "stop"): ("Stopping", None),
     ("AwaitingChild", "_ready"): ("AwaitingChild", None),
@@ -120,9 +127,11 @@ def inState(name: str) -> Harness:
     """
     A machine driven into state C{name} through its public inputs.
     """
-    h = Harness(parentPID=1 if name in ("StartingBesideParent", "ServingBesideParent") else None)
-    if name in ("ServingBesideParent", "Serving", "AwaitingChild", "HandedOver"):
+    h = Harness(parentPID=1 if name in ("StartingBesideParent", "ServingBesideParent", "Queued") else None)
+    if name in ("ServingBesideParent", "Serving", "Queued", "AwaitingChild", "HandedOver"):
         h.machine._ready()
+    if name == "Queued":
+        h.pending = h.machine.restart()  # type: ignore[attr-defined]
     if name in ("AwaitingChild", "HandedOver"):
         h.pending = h.machine.restart()  # type: ignore[attr-defined]
     if name == "HandedOver":
@@ -220,16 +229,49 @@ class StartingTests(SynchronousTestCase):
 class ServingTests(SynchronousTestCase):
     def test_restartBesideDrainingParent(self) -> None:
         """
-        A process whose predecessor still drains refuses to restart: there
-        would be three processes.
+        A restart asked while the predecessor still drains is queued (no
+        successor yet: there would be three processes); a second request
+        joins it; once the predecessor has exited it runs, and both requests
+        get its outcome.
         """
         h = inState("ServingBesideParent")
-        failure = self.failureResultOf(h.machine.restart(), NotReadyToRestart)
-        self.assertIn("still draining", str(failure.value))
+        first = h.machine.restart()
+        second = h.machine.restart()
+        self.assertEqual((h.state(), h.children), ("Queued", []))
+        self.assertNoResult(first)
+        self.assertNoResult(second)
         h.machine._parentGone()
-        self.assertEqual(h.state(), "Serving")
+        self.assertEqual((h.state(), len(h.children)), ("AwaitingChild", 1))
+        self.assertNoResult(first)
+        h.machine._childReady(ReadyMessage(4243, {"generation": 3}))
+        self.assertEqual(h.handedOver, h.children)
+        outcome = self.successResultOf(first)
+        self.assertEqual(outcome.pid, 4243)
+        self.assertIs(self.successResultOf(second), outcome)
+
+    def test_queuedRestartFails(self) -> None:
+        """
+        A queued restart whose successor fails tells every request for it.
+        """
+        h = inState("Queued")
+        second = h.machine.restart()
         h.machine._parentGone()
+        h.machine._childFailed(Failure(ChildExitedEarly("exit status 1")))
+        self.failureResultOf(h.pending, ChildExitedEarly)  # type: ignore[attr-defined]
+        self.failureResultOf(second, ChildExitedEarly)
         self.assertEqual(h.state(), "Serving")
+
+    def test_stopWhileQueued(self) -> None:
+        """
+        A stop abandons the queued restart: its requests fail, no successor
+        is started.
+        """
+        h = inState("Queued")
+        h.machine.stop()
+        failure = self.failureResultOf(h.pending, NotReadyToRestart)  # type: ignore[attr-defined]
+        self.assertIn("stopped before the queued restart", str(failure.value))
+        h.machine._parentGone()
+        self.assertEqual((h.state(), h.children), ("Stopping", []))
 
     def test_restartSpawns(self) -> None:
         h = inState("Serving")

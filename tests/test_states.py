@@ -39,14 +39,15 @@ class RecordingStatusFile(StatusFile):
 class StatesTests(SynchronousTestCase):
     def test_reporterWritesEveryStateAndNoOther(self) -> None:
         """
-        Through a whole life (serve, a refused, a failed and a successful
-        restart, a drain, the stop), the status file holds exactly the
+        Through a whole life (serve, a refused, a queued, a failed and a
+        successful restart, a drain, the stop), the status file holds exactly the
         states of L{ServerState} and the outcomes of L{UpgradeOutcome}.
         """
         status = RecordingStatusFile("app.pid.status")
         reporter = Reporter(status, Notifier({}))
         reporter.serving(1, {"8080": "0.0.0.0:8080"}, 0.0)
         reporter.refused(reporter.restartRequested(), "a restart is in progress")
+        reporter.queued(reporter.restartRequested())
         attempt = reporter.restartRequested()
         reporter.upgrading(attempt)
         reporter.upgradeFailed(attempt, "the successor exited")

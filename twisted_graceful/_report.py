@@ -82,6 +82,12 @@ class Reporter:
         )
         self.notifier.reloading(f"Upgrading: starting a successor of pid {os.getpid()}")
 
+    def queued(self, attempt: int) -> None:
+        self._update(
+            restartAttempts=attempt,
+            lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.QUEUED, "requested": time.time()},
+        )
+
     def refused(self, attempt: int, reason: str) -> None:
         self._update(restartAttempts=attempt, lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.REFUSED, "reason": reason})
 

@@ -7,8 +7,11 @@ Invariants, each a state or a refused transition:
   - one restart at a time: C{restart()} while a successor starts fails with
     L{RestartInProgress};
   - a process restarts only when it serves and its own predecessor has
-    exited (else L{NotReadyToRestart}), so at most two processes exist and at
-    most one of them is not ready;
+    exited, so at most two processes exist and at most one of them is not
+    ready: a restart asked while the predecessor still drains is queued
+    (at most one: a second request joins it) and runs once the predecessor
+    has exited; while the process starts or stops, it is refused
+    (L{NotReadyToRestart});
   - a successor that dies or misses the ready deadline is terminated and this
     process goes on serving;
   - once the successor is ready, this process stops accepting, tells the
@@ -79,6 +82,8 @@ class RestartCore:
     @ivar handOver: Stops accepting, tells the successor, and begins the
         drain.
     @ivar parentPID: The predecessor, while it lives.
+    @ivar attempt: The restart under way, if any.
+    @ivar queued: The restart waiting for the predecessor to exit, if any.
     """
 
     clock: IReactorTime
@@ -86,6 +91,47 @@ class RestartCore:
     handOver: Callable[[ChildProcess], None]
     parentPID: int | None = None
     attempt: _Attempt | None = None
+    queued: _Queued | None = None
+
+
+@dataclass
+class _Queued:
+    """
+    A restart waiting for the predecessor to exit: each request for it gets
+    its outcome.
+    """
+
+    waiters: list[Deferred[RestartOutcome]] = field(default_factory=list)
+
+    def wait(self) -> Deferred[RestartOutcome]:
+        d: Deferred[RestartOutcome] = Deferred()
+        self.waiters.append(d)
+        return d
+
+    def tell(self, result: Deferred[RestartOutcome]) -> None:
+        """
+        Give every waiter the outcome of C{result}, which has no other
+        reader.
+        """
+
+        def fanOut(outcome: object) -> None:
+            waiters, self.waiters = self.waiters, []
+            for waiter in waiters:
+                if isinstance(outcome, Failure):
+                    waiter.errback(outcome)
+                else:
+                    waiter.callback(outcome)  # type: ignore[arg-type]
+
+        result.addBoth(fanOut)
+
+
+def _queue(restarter: Restarter, core: RestartCore) -> _Queued:
+    _log.info(
+        "Restart queued: the previous process is still draining; the restart runs once it has exited",
+        phase="restart-queued",
+    )
+    core.queued = _Queued()
+    return core.queued
 
 
 @dataclass
@@ -119,6 +165,7 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     Starting = builder.state("Starting")
     ServingBesideParent = builder.state("ServingBesideParent")
     Serving = builder.state("Serving")
+    Queued = builder.state("Queued", _queue)
     AwaitingChild = builder.state("AwaitingChild", _startAttempt)
     HandedOver = builder.state("HandedOver")
     Stopping = builder.state("Stopping")
@@ -134,9 +181,30 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     # Restart requests.
     for state in (StartingBesideParent, Starting):
         state.upon(Restarter.restart).loop()(_refuse(NotReadyToRestart("this process is still starting")))
-    ServingBesideParent.upon(Restarter.restart).loop()(
-        _refuse(NotReadyToRestart("the previous process is still draining; try again once it has exited"))
-    )
+    @ServingBesideParent.upon(Restarter.restart).to(Queued)
+    def queued(restarter: Restarter, core: RestartCore) -> Deferred[RestartOutcome]:
+        # The state's data factory, _queue, ran first.
+        assert core.queued is not None
+        return core.queued.wait()
+
+    @Queued.upon(Restarter.restart).loop()
+    def joinQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> Deferred[RestartOutcome]:
+        _log.info("Restart already queued: this request waits for it", phase="restart-queued")
+        return queue.wait()
+
+    @Queued.upon(Restarter._parentGone).to(AwaitingChild)
+    def runQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> None:
+        assert core.attempt is not None
+        core.queued = None
+        queue.tell(core.attempt.result)
+
+    @Queued.upon(Restarter.stop).to(Stopping)
+    def stopWhileQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> None:
+        error = NotReadyToRestart("this process stopped before the queued restart could run")
+        _log.warn("Queued restart abandoned: {reason}", reason=str(error), phase="restart-refused")
+        core.queued = None
+        queue.tell(fail(error))
+
     @Serving.upon(Restarter.restart).to(AwaitingChild)
     def spawned(restarter: Restarter, core: RestartCore) -> Deferred[RestartOutcome]:
         # The state's data factory, _startAttempt, ran first.

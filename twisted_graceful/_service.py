@@ -368,6 +368,7 @@ class GracefulService(MultiService):
         self.inheritance: Inheritance | None = None
         self._parent: ParentProcess | None = None
         self._restarter: Restarter | None = None
+        self._restartCore: RestartCore | None = None
         self._handedOver = False
         self._servesAlone = False
         self._unusedInherited: list[int] = []
@@ -493,8 +494,9 @@ class GracefulService(MultiService):
             endpoint.inheritedFileno = fileno
         self._adoptSystemdSockets()
         self._parent = ParentProcess(self._clock, inheritance)
+        self._restartCore = RestartCore(self._clock, self._spawnSuccessor, self._handOver, inheritance.parentPID)
         self._restarter = coordinatorFor(
-            RestartCore(self._clock, self._spawnSuccessor, self._handOver, inheritance.parentPID)
+            self._restartCore
         )
         if self._pidFile is not None:
             self._pidFile.checkStart(allowed=inheritance.parentPID)
@@ -608,7 +610,11 @@ class GracefulService(MultiService):
     def _parentGone(self) -> None:
         self._servingAlone()
         assert self._restarter is not None
+        queued = self._restartQueued()
         self._restarter._parentGone()
+        if queued and not self._restartQueued() and self._stopping is None:
+            # The queued restart runs now.
+            self._reporter.upgrading(self._attempt)
         if self.inheritance is not None and self.inheritance.parentPID is not None:
             self._log.info(
                 "Previous process {parentPID} has exited",
@@ -627,8 +633,10 @@ class GracefulService(MultiService):
             with L{ChildExitedEarly} or L{ChildReadyTimeout} when the
             successor died or missed the ready timeout (this process goes on
             serving), with L{RestartInProgress} during another restart, and
-            with L{NotReadyToRestart} while this process starts, stops, or
-            its own predecessor still drains.
+            with L{NotReadyToRestart} while this process starts or stops.
+            A restart asked while this process's own predecessor still
+            drains is queued: it runs once the predecessor has exited, and
+            the L{Deferred} fires with its outcome.
         """
         if self._restarter is None:
             return fail(NotReadyToRestart("the service has not started"))
@@ -642,8 +650,14 @@ class GracefulService(MultiService):
         result = self._restarter.restart()
         if result.called:
             return result.addErrback(self._reportRefused, attempt)
-        self._reporter.upgrading(attempt)
+        if self._restartQueued():
+            self._reporter.queued(attempt)
+        else:
+            self._reporter.upgrading(attempt)
         return result.addErrback(self._reportFailed, attempt)
+
+    def _restartQueued(self) -> bool:
+        return self._restartCore is not None and self._restartCore.queued is not None
 
     def _reportRefused(self, failure: Failure, attempt: int) -> Failure:
         self._reporter.refused(attempt, failure.getErrorMessage())

@@ -52,5 +52,8 @@ class UpgradeOutcome(StrEnum):
     FAILED = "failed"
     """The successor exited or missed its ready deadline; this process serves on."""
 
+    QUEUED = "queued"
+    """The request waits for the previous process to finish its drain; it runs then."""
+
     REFUSED = "refused"
     """The request was refused (another restart in progress, not ready yet)."""

@@ -224,3 +224,49 @@ async def test_releaseChangesPorts(cluster: Cluster, tmp_path: Path) -> None:
     with pytest.raises(Exception):
         await treq.get(f"http://127.0.0.1:{drop}/", pool=freshPool(), timeout=10)
     assert listeningSockets(successor["pid"]) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_restartQueuedDuringDrain(tmp_path: Path) -> None:
+    """
+    A restart asked while the previous process still drains a 5 s request
+    is queued, not refused, and runs once that process has exited: the slow
+    request gets its response, a fresh-connection loop sees no failure, and
+    generation 3 serves.
+    """
+    from ._server import startServer
+
+    server = startServer(tmp_path, "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root")
+    pids: list[int] = []
+    try:
+        first = await server.waitForPhase("ready")
+        pids.append(first["pid"])
+        url = f"http://127.0.0.1:{portOf(first)}"
+        loop = LoadLoop(url + "/", keepAlive=False)
+        loop.start()
+        slow = treq.get(url + "/slow?seconds=5", pool=freshPool(), timeout=30)
+        await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+        os.kill(first["pid"], signal.SIGUSR2)
+        second = await server.waitForPhase("ready", generation=2)
+        pids.append(second["pid"])
+        await server.waitFor(
+            "the first process to drain", lambda e: e.get("phase") == "drain-started" and e["pid"] == first["pid"]
+        )
+        os.kill(second["pid"], signal.SIGUSR2)
+        queued = await server.waitFor(
+            "the restart to be queued", lambda e: e.get("phase") == "restart-queued" and e["pid"] == second["pid"]
+        )
+        assert not [e for e in server.events if e.get("phase") == "restart-refused"]
+        third = await server.waitForPhase("ready", generation=3, timeout=30)
+        pids.append(third["pid"])
+        gone = [e for e in server.events if e.get("phase") == "parent-gone" and e["pid"] == second["pid"]]
+        assert gone and gone[0]["log_time"] <= third["log_time"], "generation 3 started beside generation 1"
+        assert queued["log_time"] < gone[0]["log_time"]
+        response = await slow
+        assert response.code == 200
+        assert (await response.content()).startswith(b"slow response")
+        await waitUntilGone(second["pid"])
+        await loop.stop(servedBy=third["pid"])
+        assert loop.failures == [], loop.failures[:3]
+    finally:
+        killAll(pids)
