@@ -1,4 +1,4 @@
-# Run with: twistd -ny examples/graceful.tac
+# Run with: twistd -n --pidfile= -y examples/graceful.tac
 #
 # Graceful HTTP endpoints added to an existing Twisted application, beside a
 # service of its own. On SIGTERM: both endpoints stop accepting, drain, the
