@@ -709,6 +709,18 @@ class SiteCheckTests(SynchronousTestCase):
         self.assertNotIn(b"Connection: close", client2.received)
         self.assertIsNone(client2.closed)
 
+    def test_protocolNegotiation(self) -> None:
+        """
+        The factory offers the site's protocols by ALPN, as the site would.
+        """
+        from twisted.internet.interfaces import IProtocolNegotiationFactory
+
+        site = Site(Resource())
+        factory = DrainingFactory(site, MemoryReactorClock())
+        self.assertTrue(IProtocolNegotiationFactory.providedBy(factory))
+        self.assertEqual(factory.acceptableProtocols(), site.acceptableProtocols())
+        self.assertIn(b"http/1.1", factory.acceptableProtocols())
+
     def test_customBuildProtocol(self) -> None:
         class Custom(Site):
             def buildProtocol(self, addr: object) -> object:

@@ -21,7 +21,13 @@ from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocolFactory, IReactorTime
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IProtocolFactory,
+    IProtocolNegotiationFactory,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.web import http
 from twisted.web.server import Site
@@ -78,7 +84,7 @@ class DrainResult:
         return self.abortedConnections == 0
 
 
-@implementer(IProtocolFactory)
+@implementer(IProtocolFactory, IProtocolNegotiationFactory)
 @define(eq=False)
 class DrainingFactory:
     """
@@ -171,6 +177,15 @@ class DrainingFactory:
         protocol.requestFactory = site.requestFactory
         protocol.site = site
         return protocol
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        The protocols to offer by ALPN on a TLS port: the site's (C{h2}
+        when HTTP/2 is installed, and C{http/1.1}).  Without them, a TLS
+        port whose options name none answers a client that offers ALPN with
+        a handshake failure.
+        """
+        return list(self._site.acceptableProtocols())
 
     def doStart(self) -> None:
         self._site.doStart()
