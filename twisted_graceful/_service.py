@@ -610,17 +610,17 @@ class GracefulService(MultiService):
     def _parentGone(self) -> None:
         self._servingAlone()
         assert self._restarter is not None
-        queued = self._restartQueued()
-        self._restarter._parentGone()
-        if queued and not self._restartQueued() and self._stopping is None:
-            # The queued restart runs now.
-            self._reporter.upgrading(self._attempt)
         if self.inheritance is not None and self.inheritance.parentPID is not None:
             self._log.info(
                 "Previous process {parentPID} has exited",
                 parentPID=self.inheritance.parentPID,
                 phase="parent-gone",
             )
+        queued = self._restartQueued()
+        self._restarter._parentGone()
+        if queued and not self._restartQueued() and self._stopping is None:
+            # The queued restart runs now.
+            self._reporter.upgrading(self._attempt)
 
     def restart(self) -> Deferred[RestartOutcome]:
         """
