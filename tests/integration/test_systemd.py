@@ -6,6 +6,7 @@ inherited-socket variables not meant for the process.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -90,3 +91,57 @@ async def test_garbageInheritanceIgnored(tmp_path: Path) -> None:
         assert response.code == 200
     finally:
         server.signal(signal.SIGKILL)
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-socket-activate") is None,
+    reason="systemd-socket-activate is not installed (Debian package systemd)",
+)
+@pytest_twisted.ensureDeferred
+async def test_systemdSocketActivate(tmp_path: Path) -> None:
+    """
+    The recipe of docs/operations.md, with systemd's own
+    C{systemd-socket-activate}: the server starts on the first connection,
+    serves it on the passed socket, restarts on it, and stops.
+    """
+    port = freePort()
+    environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    server = ServerProcess(tmp_path / "twistd.log")
+    argv = [
+        "systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=web",
+        "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED",
+        TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+        "--port", "systemd:domain=INET:name=web", "--app", "tests.integration.app.root",
+    ]
+    activate = shutil.which("systemd-socket-activate")
+    assert activate is not None
+    reactor.spawnProcess(server, activate, argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
+    pids: list[int] = []
+    try:
+        # The first connection starts the server (systemd-socket-activate
+        # waits for one), and is served once it is ready.  Until
+        # systemd-socket-activate listens, connections are refused.
+        from twisted.internet.error import ConnectionRefusedError
+        from twisted.internet.task import deferLater
+
+        deadline = reactor.seconds() + 10  # type: ignore[attr-defined]
+        while True:
+            try:
+                first = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=30)
+                break
+            except ConnectionRefusedError:
+                assert reactor.seconds() < deadline, "systemd-socket-activate did not listen within 10 s"  # type: ignore[attr-defined]
+                await deferLater(reactor, 0.05, lambda: None)  # type: ignore[arg-type]
+        ready = await server.waitForPhase("ready")
+        pids.append(ready["pid"])
+        assert (await first.content()).decode() == str(ready["pid"])
+        os.kill(ready["pid"], signal.SIGUSR2)
+        successor = await server.waitForPhase("ready", generation=2)
+        pids.append(successor["pid"])
+        await waitUntilGone(ready["pid"])
+        response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+        assert (await response.content()).decode() == str(successor["pid"])
+        os.kill(successor["pid"], signal.SIGTERM)
+        await waitUntilGone(successor["pid"])
+    finally:
+        killAll(pids)
