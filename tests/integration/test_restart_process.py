@@ -162,7 +162,9 @@ async def test_hungSuccessorKilledAtDeadline(cluster: Cluster) -> None:
     A successor that never gets ready, and ignores SIGTERM, is killed after
     the ready deadline; the old process keeps serving.
     """
-    server = cluster.start(READY_TIMEOUT="1")
+    # The deadline must outlast the successor's start on a loaded machine
+    # (over 2 s seen), or it is terminated before it hangs.
+    server = cluster.start(READY_TIMEOUT="5")
     ready = await cluster.ready(1)
     cluster.setMode("hang")
     os.kill(ready["pid"], signal.SIGUSR2)
