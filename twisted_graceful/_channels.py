@@ -81,6 +81,15 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             self._idleCall.cancel()
             self._idleCall = None
         http.HTTPChannel.dataReceived(self, data)
+        upgraded = vars(self).get("dataReceived")
+        if getattr(upgraded, "__func__", None) is not _DrainingHTTPChannel._drainingDataReceived:
+            # The request upgraded the channel to a WebSocket during the
+            # drain: close it as one open when the drain began.
+            self._wire = getattr(upgraded, "__self__", None)
+            if self._wire is not None:
+                _closeUpgraded(self._wire, self._tracker._closeCode)
+                self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
+            return
         if not self.requests and self.transport:
             # A partial request line: give the client the grace to finish it.
             self._closeWhenIdle()
@@ -160,6 +169,14 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+def _cancelIdle(channel: Any) -> None:
+    idleCall = getattr(channel, "_idleCall", None)
+    if idleCall is not None and idleCall.active():
+        idleCall.cancel()
+    if idleCall is not None:
+        channel._idleCall = None
+
+
 def _closeUpgraded(wire: Any, closeCode: tuple[int, str]) -> None:
     """
     Start the close of a channel upgraded to a WebSocket, unless its close
@@ -206,15 +223,26 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
 
     def dataReceived(self, data: bytes) -> None:
         self._lastActive = self._tracker._clock.seconds()
+        before = self._channel
         super().dataReceived(data)
         # The first bytes switch to HTTP/2 if ALPN chose it: the new channel
         # learns its tracker too, for whenDraining(request).
         if not hasattr(self._channel, "_tracker"):
             self._channel._tracker = self._tracker
+        if self._channel is not before:
+            # The HTTP/1.1 channel is left behind: its idle close must not
+            # close the HTTP/2 connection; a drain that began before the
+            # switch drains the new channel.
+            _cancelIdle(before)
+            if self._tracker.draining and self._http2Drain is None:
+                self.startDraining()
 
     def connectionLost(self, reason: Any) -> None:
         if self._http2Drain is not None:
             self._http2Drain.stop()
+        # An upgraded channel's own connectionLost is replaced by the
+        # upgrade: cancel its timer here.
+        _cancelIdle(self._channel)
         try:
             super().connectionLost(reason)
         finally:
@@ -235,7 +263,7 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
             # buffer is full: a response is still on its way to a client
             # that does not read it.
             return len(channel.requests) or int(channel._waitingForTransport)
-        return len(getattr(channel, "streams", ())) or 1
+        return len(getattr(channel, "streams", ()))
 
     def startDraining(self) -> None:
         channel = self.currentChannel
