@@ -297,6 +297,18 @@ class AwaitingChildTests(SynchronousTestCase):
         self.assertEqual(self.h.handedOver, self.h.children)
         self.assertEqual(self.h.state(), "HandedOver")
 
+    def test_elapsedFromRequest(self) -> None:
+        """
+        The time reported is from the restart request, not from the clock's
+        origin.
+        """
+        h = inState("Serving")
+        h.clock.advance(100)
+        d = h.machine.restart()
+        h.clock.advance(0.5)
+        h.machine._childReady(ReadyMessage(4243, {}))
+        self.assertEqual(self.successResultOf(d).elapsed, 0.5)
+
     def test_childFailedKeepsServing(self) -> None:
         """
         A successor that fails leaves this process serving, and a later
