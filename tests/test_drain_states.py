@@ -5,6 +5,8 @@ left after a WebSocket closes, and what an idle HTTP/2 connection counts.
 """
 from __future__ import annotations
 
+from typing import Any
+
 
 from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
@@ -19,20 +21,28 @@ from .test_drain import _EchoFactory
 class H2SwitchAfterDrain(SynchronousTestCase):
     """A TLS connection that negotiated h2 but sent nothing before the drain."""
 
-    def test_h2FirstBytesAfterDrain(self) -> None:
+    def drainingBeforeFirstBytes(self) -> tuple[DrainHarness, Any, RawClient, iosim.IOPump]:
+        """
+        A connection whose ALPN chose h2, draining for 0.2 s before its
+        first bytes.
+        """
         h = DrainHarness(idleGrace=0.5)
         from twisted.web import _http2, http
 
         self.patch(http, "H2Connection", lambda: _http2.H2Connection(h.clock))
         server = h.factory.buildProtocol(iosim.FakeAddress())
         raw = RawClient()
-        st = iosim.makeFakeServer(server)
-        st.negotiatedProtocol = b"h2"
-        pump = iosim.connect(server, st, raw, iosim.makeFakeClient(raw), clock=h.clock)
+        transport = iosim.makeFakeServer(server)
+        transport.negotiatedProtocol = b"h2"
+        pump = iosim.connect(server, transport, raw, iosim.makeFakeClient(raw), clock=h.clock)
         h.pumps.append(pump)
         h.factory.drain(30.0)
         h.flush()
         h.clock.advance(0.2)
+        return h, server, raw, pump
+
+    def test_h2FirstBytesAfterDrain(self) -> None:
+        h, server, raw, pump = self.drainingBeforeFirstBytes()
         client = H2Client(raw, pump, h.clock)  # preface now, after the drain began
         client.get(1, "/held")
         h.clock.advance(0.31)  # the old HTTP/1.1 channel's idle timer fires
@@ -42,19 +52,7 @@ class H2SwitchAfterDrain(SynchronousTestCase):
         self.assertIsNone(raw.closed, "h2 connection with a stream in flight closed by the H1 idle timer")
 
     def test_h2FirstBytesAfterDrainNoGoaway(self) -> None:
-        h = DrainHarness(idleGrace=0.5)
-        from twisted.web import _http2, http
-
-        self.patch(http, "H2Connection", lambda: _http2.H2Connection(h.clock))
-        server = h.factory.buildProtocol(iosim.FakeAddress())
-        raw = RawClient()
-        st = iosim.makeFakeServer(server)
-        st.negotiatedProtocol = b"h2"
-        pump = iosim.connect(server, st, raw, iosim.makeFakeClient(raw), clock=h.clock)
-        h.pumps.append(pump)
-        h.factory.drain(30.0)
-        h.flush()
-        h.clock.advance(0.2)
+        h, server, raw, pump = self.drainingBeforeFirstBytes()
         client = H2Client(raw, pump, h.clock)
         client.get(1, "/")  # fast request, answered
         h.clock.advance(0.29)
