@@ -58,11 +58,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         """
         upgraded = vars(self).get("dataReceived")
         if upgraded is not None:
-            self._wire = getattr(upgraded, "__self__", None)
-            _closeUpgraded(self._wire, self._tracker._closeCode)
-            # The close is under way; a TLS socket stays open until the peer
-            # answers the TLS close, which a client may never do.
-            self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
+            self._closeUpgradedChannel(upgraded)
             return
         self.dataReceived = self._drainingDataReceived  # type: ignore[method-assign]
         self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
@@ -75,20 +71,27 @@ class _DrainingHTTPChannel(http.HTTPChannel):
                 self._lastActive = self._tracker._clock.seconds()
             self._closeWhenIdle()
 
+    def _closeUpgradedChannel(self, upgraded: Any) -> None:
+        """
+        Close the WebSocket that C{upgraded} (the upgraded C{dataReceived})
+        belongs to.  The close is under way once begun; a TLS socket stays
+        open until the peer answers the TLS close, which a client may never
+        do, so L{_closeStuck} ends it after the idle grace.
+        """
+        self._wire = getattr(upgraded, "__self__", None)
+        _closeUpgraded(self._wire, self._tracker._closeCode)
+        self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
+
     def _drainingDataReceived(self, data: bytes) -> None:
         self._lastActive = self._tracker._clock.seconds()
-        if self._idleCall is not None:
-            self._idleCall.cancel()
-            self._idleCall = None
+        _cancelIdle(self)
         http.HTTPChannel.dataReceived(self, data)
         upgraded = vars(self).get("dataReceived")
         if getattr(upgraded, "__func__", None) is not _DrainingHTTPChannel._drainingDataReceived:
             # The request upgraded the channel to a WebSocket during the
             # drain: close it as one open when the drain began.
-            self._wire = getattr(upgraded, "__self__", None)
-            if self._wire is not None:
-                _closeUpgraded(self._wire, self._tracker._closeCode)
-                self._idleCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeStuck)
+            if getattr(upgraded, "__self__", None) is not None:
+                self._closeUpgradedChannel(upgraded)
             return
         if not self.requests and self.transport:
             # A partial request line: give the client the grace to finish it.
@@ -163,9 +166,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             self.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        if self._idleCall is not None:
-            self._idleCall.cancel()
-            self._idleCall = None
+        _cancelIdle(self)
         super().connectionLost(reason)
 
 
