@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_graceful import ChildExitedEarly, ChildReadyTimeout
+from twisted_graceful import ChildExitedEarly, ChildReadyTimeout, SuccessorDied
 from twisted_graceful._child import EXIT_STATUS_WAIT, ChildProcess, ReadyMessage
 
 READY_FD, LIFELINE_FD = 5, 6
@@ -120,13 +120,74 @@ class ChildProcessTests(SynchronousTestCase):
 
     def test_diedAfterReady(self) -> None:
         """
-        A successor that dies after it was ready is reported once more, so
-        the old process can say that nothing may serve.
+        A successor that dies after it was ready is reported once more, with
+        how it ended and how long it served, so the old process can roll
+        back.
         """
         self.say(b'{"state": "ready", "pid": 100}\n')
+        self.assertTrue(self.child.alive)
+        self.clock.advance(1.5)
         self.child.processExited(Failure(ProcessTerminated(exitCode=2)))
         [failure] = self.failed
-        self.assertIn("exited after it was ready: exit status 2", str(failure.value))
+        error = failure.trap(SuccessorDied) and failure.value
+        self.assertIn("exited 1.500 s after it was ready: exit status 2", str(error))
+        self.assertEqual((error.pid, error.exitStatus, error.served), (100, "exit status 2", 1.5))
+        self.assertFalse(self.child.alive)
+
+    def test_lifelineClosedThenExit(self) -> None:
+        """
+        When the lifeline closes first, the exit status that follows is
+        part of the report, which is made once.
+        """
+        self.say(b'{"state": "ready", "pid": 100}\n')
+        self.child.childConnectionLost(LIFELINE_FD)
+        self.assertEqual(self.failed, [])
+        self.child.processExited(Failure(ProcessTerminated(signal=signal.SIGKILL)))
+        self.clock.advance(EXIT_STATUS_WAIT)
+        [failure] = self.failed
+        self.assertEqual(failure.value.exitStatus, "killed by SIGKILL")  # type: ignore[attr-defined]
+
+    def test_lifelineClosedNoExit(self) -> None:
+        """
+        A lifeline closed with no exit status after the wait is reported
+        without one.
+        """
+        self.say(b'{"state": "ready", "pid": 100}\n')
+        self.child.childConnectionLost(LIFELINE_FD)
+        self.clock.advance(EXIT_STATUS_WAIT)
+        [failure] = self.failed
+        self.assertEqual(failure.value.exitStatus, "unknown exit")  # type: ignore[attr-defined]
+
+    def test_daemonGrandchildDies(self) -> None:
+        """
+        A daemonized successor (its serving pid is a grandchild) that dies
+        after ready is seen by its lifeline closing, at once.
+        """
+        self.child.processExited(Failure(ProcessDone(0)))
+        self.say(b'{"state": "ready", "pid": 101}\n')
+        self.assertEqual(self.failed, [])
+        self.child.childConnectionLost(LIFELINE_FD)
+        [failure] = self.failed
+        failure.trap(SuccessorDied)
+        self.assertEqual(failure.value.pid, 101)  # type: ignore[attr-defined]
+
+    def test_cleanExitAfterReadyIsDeath(self) -> None:
+        """
+        A serving successor that exits 0 after ready has died all the same.
+        """
+        self.say(b'{"state": "ready", "pid": 100}\n')
+        self.child.processExited(Failure(ProcessDone(0)))
+        [failure] = self.failed
+        self.assertEqual(failure.value.exitStatus, "exit status 0")  # type: ignore[attr-defined]
+
+    def test_lifelineBeforeReadyIgnored(self) -> None:
+        """
+        Before ready, the ready channel tells of a death: the lifeline's
+        closing alone says nothing.
+        """
+        self.child.childConnectionLost(LIFELINE_FD)
+        self.clock.advance(EXIT_STATUS_WAIT)
+        self.assertEqual(self.failed, [])
 
     def test_cleanExitAfterReadyIsQuiet(self) -> None:
         """

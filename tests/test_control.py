@@ -174,6 +174,27 @@ class ReloadCommandTests(ControlTestCase):
         self.assertEqual(self.command("reload"), ExitStatus.FAILED)
         self.assertEqual(self.out, [f"Reload failed: exit status 3. pid {SERVER} is still serving."])
 
+    def test_rolledBack(self) -> None:
+        """
+        A reload whose successor served, then died within its probation,
+        exits 1 naming the rollback, once the old process has rewritten the
+        status file: while the successor's status is there, it waits.
+        """
+        def restart() -> None:
+            self.fake.after(0.2, self.successorServes)
+            self.fake.after(1.0, lambda: self.status.update(
+                pid=SERVER, startTime=SERVER_START, state="serving", restartAttempts=1,
+                lastRestart={"attempt": 1, "outcome": "rolled-back", "pid": SUCCESSOR,
+                             "reason": f"successor pid {SUCCESSOR} died 1.5 s after it was ready (exit status 1)"}))
+
+        self.fake.reactions[signal.SIGUSR2] = restart
+        self.assertEqual(self.command("reload"), ExitStatus.FAILED)
+        self.assertEqual(self.out, [
+            f"Reload rolled back: successor pid {SUCCESSOR} died 1.5 s after it was ready (exit status 1). "
+            f"pid {SERVER} serves again."
+        ])
+        self.assertGreaterEqual(self.fake.now, 1.0)
+
     def test_refused(self) -> None:
         self.fake.reactions[signal.SIGUSR2] = lambda: self.status.update(
             restartAttempts=1, lastRestart={"attempt": 1, "outcome": "refused", "reason": "in progress"})

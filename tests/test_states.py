@@ -40,7 +40,7 @@ class StatesTests(SynchronousTestCase):
     def test_reporterWritesEveryStateAndNoOther(self) -> None:
         """
         Through a whole life (serve, a refused, a queued, a failed and a
-        successful restart, a drain, the stop), the status file holds exactly the
+        rolled-back and a successful restart, a drain, the stop), the status file holds exactly the
         states of L{ServerState} and the outcomes of L{UpgradeOutcome}.
         """
         status = RecordingStatusFile("app.pid.status")
@@ -54,6 +54,10 @@ class StatesTests(SynchronousTestCase):
         attempt = reporter.restartRequested()
         reporter.upgrading(attempt)
         reporter.handedOver(attempt, 4242)
+        reporter.rolledBack(attempt, 4242, "exit status 1", 1.5)
+        attempt = reporter.restartRequested()
+        reporter.upgrading(attempt)
+        reporter.handedOver(attempt, 4243)
         reporter.draining(0.0)
         reporter.stopped([DrainResult("8080", 0, 0, 0, 0, 0, 0.0)])
         states = {s["state"] for s in status.written}

@@ -14,6 +14,7 @@ from ._errors import (
     NotReadyToRestart,
     PidFileError,
     RestartInProgress,
+    SuccessorDied,
     UnsupportedSite,
 )
 from ._hooks import HookOutcome
@@ -44,6 +45,7 @@ __all__ = [
     "PidFileError",
     "RestartInProgress",
     "RestartOutcome",
+    "SuccessorDied",
     "UnsupportedSite",
     "isDraining",
     "parseEndpoint",

@@ -71,6 +71,18 @@ class _DrainingHTTPChannel(http.HTTPChannel):
                 self._lastActive = self._tracker._clock.seconds()
             self._closeWhenIdle()
 
+    def _stopDraining(self) -> None:
+        """
+        The drain was taken back: unless the connection is closing (its
+        response said C{Connection: close}, or it was closed idle), it is
+        kept alive again, and answers as before the drain.
+        """
+        if self._wire is not None:
+            return  # A WebSocket whose close began.
+        _cancelIdle(self)
+        for name in ("dataReceived", "writeHeaders", "requestDone"):
+            vars(self).pop(name, None)
+
     def _closeUpgradedChannel(self, upgraded: Any) -> None:
         """
         Close the WebSocket that C{upgraded} (the upgraded C{dataReceived})
@@ -270,7 +282,9 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         channel = self.currentChannel
         if isinstance(channel, _DrainingHTTPChannel):
             channel._startDraining()
-        elif hasattr(channel, "streams") and hasattr(channel, "conn"):
+        elif self._http2Drain is None and hasattr(channel, "streams") and hasattr(channel, "conn"):
+            # (A connection already sent its GOAWAY by a drain that was
+            # taken back goes on draining as it was.)
             timeout = self._tracker._timeout
             busyBound = BUSY_BOUND if timeout is None else min(BUSY_BOUND, timeout / 2)
             tracker = self._tracker
@@ -278,6 +292,13 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
                 channel, tracker._clock, tracker._idleGrace, busyBound, self._streamDone, self._closeHTTP2
             )
             self._http2Drain.start(self._lastActive)
+
+    def stopDraining(self) -> None:
+        channel = self.currentChannel
+        if isinstance(channel, _DrainingHTTPChannel):
+            channel._stopDraining()
+        # An HTTP/2 connection sent its GOAWAY: it finishes its streams and
+        # closes, and its client opens a new connection.
 
     def _streamDone(self) -> None:
         self._tracker._completed += 1

@@ -9,6 +9,10 @@ from the spawned process's (C{twistd} without C{-n} forks twice), so it is
 taken from the messages.  The ready pipe closing before C{ready}, or the
 spawned process failing, means the successor died; a deadline bounds the
 wait.
+
+Once ready, the successor's death is seen on the lifeline: its read end
+closes when the serving process (even a daemon's grandchild) has gone, and
+the exit status follows when it was the spawned process.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._errors import ChildExitedEarly, ChildReadyTimeout
+from ._errors import ChildExitedEarly, ChildReadyTimeout, SuccessorDied
 
 DEFAULT_READY_TIMEOUT = 60.0
 DEFAULT_KILL_GRACE = 5.0
@@ -71,7 +75,9 @@ class ChildProcess(ProcessProtocol):
     @param readyTimeout: Seconds to wait for C{ready}.
     @param onReady: Called once with the L{ReadyMessage}.
     @param onFailed: Called once with a L{Failure} of L{ChildExitedEarly} or
-        L{ChildReadyTimeout}; the successor is then terminated.
+        L{ChildReadyTimeout}, the successor then being terminated; or, after
+        C{onReady}, once with a L{Failure} of L{SuccessorDied} when it dies.
+    @ivar readyAt: When it reported ready (the clock's time), else L{None}.
     @param kill: Sends a signal to a pid (C{os.kill}; a fake in tests).
     """
 
@@ -106,6 +112,8 @@ class ChildProcess(ProcessProtocol):
         self._settled = False
         self._exitWait: IDelayedCall | None = None
         self.stage = "spawned"
+        self.readyAt: float | None = None
+        self._dead = False
 
     def connectionMade(self) -> None:
         self.spawnedPID = self.transport.pid  # type: ignore[union-attr]
@@ -134,10 +142,26 @@ class ChildProcess(ProcessProtocol):
             self._settled = True
             self.stage = "ready"
             self._cancelDeadline()
+            self.readyAt = self._clock.seconds()
             self.ready = ReadyMessage(pid, {k: v for k, v in message.items() if k not in ("pid", "state")})
             self._onReady(self.ready)
 
+    @property
+    def alive(self) -> bool:
+        """
+        C{False} once the successor is known to have died after it was
+        ready.
+        """
+        return not self._dead
+
     def childConnectionLost(self, childFD: int) -> None:
+        if childFD == self._lifelineFD and self.ready is not None:
+            # Every holder of the lifeline's read end is gone.
+            if self.exitReason is None and self.spawnedPID == self.servingPID:
+                self._exitWait = self._clock.callLater(EXIT_STATUS_WAIT, self._died)
+            else:
+                self._died()
+            return
         if childFD != self._readyFD or self._settled:
             return
         if self.exitReason is None and self.spawnedPID == (self.servingPID or self.spawnedPID):
@@ -165,18 +189,10 @@ class ChildProcess(ProcessProtocol):
         if self._killCall is not None and self._killCall.active() and self.servingPID in (None, self.spawnedPID):
             self._killCall.cancel()
         if self._settled:
-            if self.ready is not None and reason.check(ProcessTerminated) is not None:
-                # The successor died after it reported ready, while this
-                # process drains: nobody may be serving now.  Say so.
-                self._onFailed(
-                    Failure(
-                        ChildExitedEarly(
-                            f"The successor (pid {self.spawnedPID}) exited after it was ready: "
-                            f"{describeExit(reason)}. Nothing serves once this process has drained; "
-                            "start the service again."
-                        )
-                    )
-                )
+            if self.ready is not None and self.spawnedPID == self.servingPID:
+                self._died()
+            # Else a daemonizing twistd's first process exits: its
+            # grandchild serves, and the lifeline tells of its death.
             return
         if reason.check(ProcessTerminated) is not None or self._exitWait is not None:
             # A failure exit, or the exit that closed the ready channel.
@@ -185,6 +201,30 @@ class ChildProcess(ProcessProtocol):
             self._channelClosed()
         # An exit 0 before ready is a daemonizing twistd's first process:
         # the ready channel says whether the successor lives.
+
+    def _died(self) -> None:
+        """
+        The successor, which was ready, is gone: say so, once.
+        """
+        if self._exitWait is not None and self._exitWait.active():
+            self._exitWait.cancel()
+        self._exitWait = None
+        if self._dead:
+            return
+        self._dead = True
+        assert self.readyAt is not None
+        served = self._clock.seconds() - self.readyAt
+        status = describeExit(self.exitReason)
+        self._onFailed(
+            Failure(
+                SuccessorDied(
+                    f"The successor (pid {self.servingPID}) exited {served:.3f} s after it was ready: {status}",
+                    pid=self.servingPID,
+                    exitStatus=status,
+                    served=served,
+                )
+            )
+        )
 
     def _timedOut(self) -> None:
         self._deadline = None

@@ -46,7 +46,8 @@ class ExitStatus(IntEnum):
     OK = 0
     "Done."
     FAILED = 1
-    "The operation failed; the server says why (after a failed reload the old process still serves)."
+    """The operation failed; the server says why (after a failed or rolled-back reload the old process
+    still serves)."""
     USAGE = 2
     "Bad arguments."
     NO_SERVER = 3
@@ -292,6 +293,8 @@ def reload(
         if current.get("pid") == pid and int(last.get("attempt") or 0) >= attempt:
             if last.get("outcome") in (UpgradeOutcome.FAILED, UpgradeOutcome.REFUSED):
                 return (ExitStatus.FAILED, f"Reload failed: {last.get('reason')}. pid {pid} is still serving.")
+            if last.get("outcome") == UpgradeOutcome.ROLLED_BACK:
+                return (ExitStatus.FAILED, f"Reload rolled back: {last.get('reason')}. pid {pid} serves again.")
         if not system.alive(pid) and (readStatus(statusPath) or {}).get("pid") == pid:
             return (ExitStatus.FAILED, f"pid {pid} exited during the reload without a successor.")
         return None

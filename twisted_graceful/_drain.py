@@ -243,6 +243,30 @@ class DrainingFactory:
             self._startDrain(timeout)
         return self._drained.when()
 
+    def resume(self) -> None:
+        """
+        Take the drain back: accept and serve as before it began.
+
+        Connections already told to close stay so: a response sent with
+        C{Connection: close}, a WebSocket sent its close frame, an HTTP/2
+        connection sent its GOAWAY.  The others (idle, or with a response not
+        yet begun) are kept alive again.  A later L{drain} drains afresh;
+        the L{Deferred}s of this drain, from L{drain} and L{whenDraining},
+        never fire if they have not yet.
+
+        @since: 0.2
+        """
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+        self._accepting = True
+        self._drainStarted = self._timeout = self._result = None
+        self._completed = self._abortedConnections = self._abortedRequests = 0
+        self._drained, self._drainBegan = Once(), Once()
+        for protocol in list(self._connections):
+            protocol.stopDraining()
+        self._log.info("Resumed {endpoint}: the drain is taken back", endpoint=self.name, phase="drain-resumed")
+
     def abortAll(self) -> None:
         """
         Abort every open connection now, counting the requests cut.  The

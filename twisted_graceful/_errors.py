@@ -92,3 +92,23 @@ class PidFileError(GracefulError):
     Raised when the pid file names another live process, or cannot be read
     or written.
     """
+
+
+class SuccessorDied(GracefulError):
+    """
+    The successor died after it reported ready.  Within its probation, or
+    while the old process still drained, the old process rolled back: it
+    accepts on its listening sockets again and serves on.
+
+    @ivar pid: The successor's serving pid.
+    @ivar exitStatus: How it ended (C{exit status 1}, C{killed by SIGKILL}).
+    @ivar served: Seconds from its ready report to its death.
+
+    @since: 0.2
+    """
+
+    def __init__(self, message: str, pid: int | None = None, exitStatus: str = "", served: float = 0.0) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitStatus = exitStatus
+        self.served = served

@@ -107,6 +107,29 @@ class Reporter:
         )
         self.notifier.mainPID(childPID, f"Handed over to pid {childPID}; pid {os.getpid()} drains")
 
+    def rolledBack(self, attempt: int, childPID: int | None, exitStatus: str, served: float) -> None:
+        """
+        The successor died before it was confirmed: this process serves
+        again, and systemd hears that it is the main process once more.
+        """
+        pid = os.getpid()
+        reason = f"successor pid {childPID} died {served:.1f} s after it was ready ({exitStatus})"
+        self._update(
+            pid=pid,
+            startTime=processStartTime(pid),
+            state=ServerState.SERVING,
+            restartAttempts=attempt,
+            lastRestart={
+                "attempt": attempt,
+                "outcome": UpgradeOutcome.ROLLED_BACK,
+                "pid": childPID,
+                "exitStatus": exitStatus,
+                "served": round(served, 3),
+                "reason": reason,
+            },
+        )
+        self.notifier.notify(f"MAINPID={pid}", "READY=1", f"STATUS=Rolled back: {reason}; serving as pid {pid}")
+
     def draining(self, delay: float) -> None:
         if not self._ofRecord:
             return  # Not serving: systemd must not hear that the service stops.

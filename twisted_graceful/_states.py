@@ -25,7 +25,8 @@ class ServerState(StrEnum):
     """It serves, and a successor it started has not reported ready yet."""
 
     HANDED_OVER = "handed-over"
-    """Its successor is ready and serves; this process drains."""
+    """Its successor is ready and serves; this process drains, and rolls back if the successor dies
+    before its probation ends."""
 
     DRAINING = "draining"
     """It stopped accepting (or answers 503 to health checks) and drains."""
@@ -57,3 +58,8 @@ class UpgradeOutcome(StrEnum):
 
     REFUSED = "refused"
     """The request was refused (another restart in progress, not ready yet)."""
+
+    ROLLED_BACK = "rolled-back"
+    """The successor died after it was ready, within its probation or while this process drained:
+    this process accepts again and serves on (C{pid}, C{exitStatus}, C{served} say which, how it
+    ended and how long it served)."""
