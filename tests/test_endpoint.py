@@ -353,7 +353,7 @@ class BacklogTests(SynchronousTestCase):
             service = GracefulSiteService(
                 f"tcp:{old.getsockname()[1]}:interface=127.0.0.1:backlog=9", Resource(), reactor=reactor
             )
-            self.patch(service, "_closeFileno", lambda fileno: None)
+            self.patch(service.listener, "_closeFileno", lambda fileno: None)
             service.inheritedFileno, service.fromSystemd = os.dup(old.fileno()), fromSystemd
             self.addCleanup(os.close, service.inheritedFileno)
             service.privilegedStartService()

@@ -30,6 +30,7 @@ from twisted_graceful import (
 )
 from twisted_graceful._child import DEFAULT_KILL_GRACE
 from twisted_graceful._endpoint import ListenAddress, bindSocket
+from twisted_graceful._listener import Listener
 from twisted_graceful._systemd import SystemdSocket
 
 from ._fakes import FakeProcess, FakeReactor, QueueingPort, QueueingReactor, SpawningReactor, patchStatic
@@ -79,12 +80,12 @@ class Harness:
     def __init__(self, test: SynchronousTestCase, reactor: FakeReactor | None = None) -> None:
         self.reactor = reactor if reactor is not None else FakeReactor()
         self.binder = FakeBinder()
-        patchStatic(test, GracefulSiteService, "_bindSocket", self.binder)
+        patchStatic(test, Listener, "_bindSocket", self.binder)
         self.closed: list[int] = []
-        patchStatic(test, GracefulSiteService, "_closeFileno", self.closed.append)
+        patchStatic(test, Listener, "_closeFileno", self.closed.append)
         patchStatic(test, GracefulService, "_closeInherited", self.closed.append)
         self.nonBlocking: list[int] = []
-        patchStatic(test, GracefulSiteService, "_setNonBlocking", self.nonBlocking.append)
+        patchStatic(test, Listener, "_setNonBlocking", self.nonBlocking.append)
         self.systemd: list[SystemdSocket] = []
         patchStatic(test, GracefulService, "_systemdSockets", lambda: self.systemd)
         self.service = GracefulService(reactor=self.reactor, handleSignals=False, environ={})
@@ -205,7 +206,7 @@ class GracefulSiteServiceTests(SynchronousTestCase):
         saying what to check.
         """
         self.h.addEndpoint("systemd:domain=INET:name=web")
-        patchStatic(self, GracefulSiteService, "_bindSocket", bindSocket)
+        patchStatic(self, Listener, "_bindSocket", bindSocket)
         with self.assertRaises(ListenFailed) as caught:
             self.h.service.bind()
         self.assertIn("systemd passed no socket name=web", str(caught.exception))
@@ -474,9 +475,8 @@ class StopSignalTests(SynchronousTestCase):
         self.signals = FakeSignals()
         self.reactorHandled: list[int] = []
         self.signals.handlers[signal.SIGTERM] = lambda s, f: self.reactorHandled.append(s)
-        from twisted_graceful import _service
 
-        self.patch(_service, "SignalRouter", lambda reactor: _RouterWithFake(reactor, self.signals))
+        self.patch(GracefulService, "_signalModule", self.signals)
         self.h.service._handleSignals = True
         self.endpoint = self.h.addEndpoint("8080")
         self.h.service.startService()
@@ -511,13 +511,6 @@ class StopSignalTests(SynchronousTestCase):
         self.h.reactor.stop = lambda: self.reactorHandled.append(0)  # type: ignore[method-assign]
         self.signals.handlers[signal.SIGINT](signal.SIGINT, None)
         self.assertEqual(self.reactorHandled, [0])
-
-
-class _RouterWithFake:
-    def __new__(cls, reactor: Any, signals: FakeSignals) -> Any:
-        from twisted_graceful._signals import SignalRouter
-
-        return SignalRouter(reactor, signals)
 
 
 READY_TIMEOUT = 10.0

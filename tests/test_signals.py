@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from twisted_graceful import GracefulService, _logfile, _service
+from twisted_graceful import GracefulService, _logfile
 from twisted_graceful._signals import SignalRouter, signalNumber
 
 from .test_service import FakeSignals, Harness
@@ -65,7 +65,7 @@ class OperatorSignalTests(SynchronousTestCase):
     def start(self, **kw: Any) -> None:
         self.h = Harness(self)
         self.signals = FakeSignals()
-        self.patch(_service, "SignalRouter", lambda reactor: SignalRouter(reactor, self.signals))
+        self.patch(GracefulService, "_signalModule", self.signals)
         self.reopened: list[int] = []
         self.h.service = GracefulService(
             reactor=self.h.reactor, environ={}, reopenLogs=lambda: self.reopened.append(1), **kw
@@ -152,7 +152,7 @@ class OperatorSignalTests(SynchronousTestCase):
         ignored, until it installs its handlers.
         """
         self.start()
-        command = self.h.service._successorCommand()
+        command = self.h.service._launcher.command()
         self.assertEqual(command[:2], ["/bin/sh", "-c"])
         self.assertTrue(command[2].startswith(
             f'trap "" {int(signal.SIGHUP)} {int(signal.SIGUSR1)} {int(signal.SIGUSR2)}; exec'

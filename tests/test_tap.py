@@ -14,7 +14,8 @@ import twisted.test as twistedTests
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.wsgi import WSGIResource
 
-from twisted_graceful import GracefulSiteService, _logfile
+from twisted_graceful import _logfile
+from twisted_graceful._listener import Listener
 from twisted_graceful.demo import DemoResource
 from twisted_graceful.tap import Options, _importFromWorkingDirectory, makeService
 
@@ -185,7 +186,7 @@ class OptionsTests(SynchronousTestCase):
 class MakeServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.binder = FakeBinder()
-        patchStatic(self, GracefulSiteService, "_bindSocket", self.binder)
+        patchStatic(self, Listener, "_bindSocket", self.binder)
 
     def test_endpointPerPort(self) -> None:
         """

@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_report -*-
 """
-L{Reporter}: tells operators what the process is doing, in the status file
-beside the pid file and to systemd's notify socket.
+L{Reporter}: tells operators what the process is doing: the pid file names
+the process that serves, the status file beside it says what it does, and
+systemd's notify socket hears the same.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import time
 from typing import Any
 
 from attrs import define, field
+from twisted.logger import Logger
 
 from ._drain import DrainResult
+from ._errors import PidFileError
 from ._notify import Notifier
-from ._pidfile import processStartTime
+from ._pidfile import PidFile, processStartTime
 from ._states import ServerState, UpgradeOutcome
 from ._status import StatusFile
 
@@ -26,10 +29,13 @@ class Reporter:
 
     @ivar statusFile: The status file, or L{None} without a pid file.
     @ivar notifier: systemd's notify socket (inert when not under systemd).
+    @ivar pidFile: The pid file, or L{None}.
     """
 
     statusFile: StatusFile | None
     notifier: Notifier
+    pidFile: PidFile | None = None
+    _log = Logger()
     _attempts: int = field(default=0, init=False)
     _ofRecord: bool = field(default=False, init=False)
 
@@ -59,13 +65,34 @@ class Reporter:
             lastRestart=None,
             pidFileError=None,
         )
+        # The status first: whenever the pid file names this process, the
+        # status file does too.
+        if self.pidFile is not None:
+            try:
+                self.pidFile.write(pid)
+            except PidFileError as e:
+                # Serve on: the pid file is how operators find the server,
+                # not what it serves with.
+                self._log.error(
+                    "{error} Serving on as pid {pid}, but the pid file does not name it: fix the "
+                    "directory, then restart",
+                    error=str(e),
+                    pid=pid,
+                    pidFile=self.pidFile.path,
+                    phase="pidfile-failed",
+                )
+                self._update(pidFileError=str(e))
         self.notifier.ready(f"Serving as pid {pid}, generation {generation}")
 
-    def pidFileFailed(self, reason: str) -> None:
+    def checkStart(self, predecessor: int | None) -> None:
         """
-        The pid file could not be written: it does not name this process.
+        Refuse to start beside a live server the pid file names, unless it
+        is this process's C{predecessor}.
+
+        @raise PidFileError: Another server runs.
         """
-        self._update(pidFileError=reason)
+        if self.pidFile is not None:
+            self.pidFile.checkStart(allowed=predecessor)
 
     def restartRequested(self) -> int:
         """
@@ -140,9 +167,14 @@ class Reporter:
         """
         The drain is over: C{results} of the endpoints whose drain ended,
         C{failed} the count of those whose drain failed (never clean).
+        The pid file is removed then, if it still names this process.
         """
-        if not self._ofRecord:
-            return
+        if self._ofRecord:
+            self._reportStopped(results, failed)
+        if self.pidFile is not None:
+            self.pidFile.removeIfNames(os.getpid())
+
+    def _reportStopped(self, results: list[DrainResult], failed: int) -> None:
         completed = sum(r.completed for r in results)
         aborted = sum(r.abortedRequests for r in results)
         connections = sum(r.abortedConnections for r in results)

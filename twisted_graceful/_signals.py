@@ -14,6 +14,7 @@ import signal as _signalModule
 from typing import Any, Callable, Protocol
 
 from attrs import define
+from twisted.logger import Logger
 
 Handler = Callable[[int, Any], Any]
 
@@ -94,3 +95,83 @@ def signalNumber(name: str) -> int:
         if member is not None:
             return int(member)
     raise ValueError(f"{name!r} is not a signal. Use a name such as USR2, HUP or USR1.")
+
+
+@define
+class ServiceSignals:
+    """
+    What each signal does to a running L{GracefulService}: SIGTERM and
+    SIGINT stop it (the first through the reactor's own handler, a later
+    one cuts the drain short), the restart signal restarts it, SIGHUP
+    restarts it or is ignored, SIGUSR1 reopens the log files.  SIGHUP and
+    SIGUSR1 are always handled: their default action kills the process.
+
+    @ivar reactor: Where the work is done.
+    @ivar stopping: Tells whether the ordered stop has begun.
+    @ivar cutShort: Cuts the ordered stop short.
+    @ivar restart: Restarts; logs its own failures.
+    @ivar reopenLogs: Reopens the log files.
+    @ivar restartSignal: The restart signal, or L{None}.
+    @ivar hangup: One of L{HANGUP_ACTIONS}.
+    """
+
+    reactor: Any
+    stopping: Callable[[], bool]
+    cutShort: Callable[[], None]
+    restart: Callable[[], object]
+    reopenLogs: Callable[[], object]
+    restartSignal: int | None = _signalModule.SIGUSR2
+    hangup: str = "restart"
+    _log = Logger()
+
+    def install(self, signals: ISignalModule = _signalModule) -> None:
+        """
+        Install the handlers; call it once the reactor runs.
+        """
+        router = SignalRouter(self.reactor, signals)
+        router.onStop((_signalModule.SIGTERM, _signalModule.SIGINT), self.stopReceived)
+        if self.restartSignal is not None:
+            router.onSignal(self.restartSignal, self.restartReceived)
+        if self.restartSignal != _signalModule.SIGHUP:
+            router.onSignal(_signalModule.SIGHUP, self.hangupReceived)
+        if self.restartSignal != _signalModule.SIGUSR1:
+            router.onSignal(_signalModule.SIGUSR1, self.reopenLogsReceived)
+
+    def stopReceived(self, signum: int, previous: Handler | None) -> None:
+        if self.stopping():
+            self._log.warn(
+                "Received signal {signal} during the drain: stopping now",
+                signal=_signalModule.Signals(signum).name,
+                phase="cut-short",
+            )
+            self.cutShort()
+        elif previous is not None:
+            previous(signum, None)
+        else:
+            self.reactor.stop()
+
+    def restartReceived(self, signum: int) -> None:
+        self._log.info(
+            "Received {signal}: restarting", signal=_signalModule.Signals(signum).name, phase="restart-signal"
+        )
+        self.restart()
+
+    def hangupReceived(self, signum: int) -> None:
+        if self.hangup == "restart":
+            self.restartReceived(signum)
+        else:
+            self._log.info("Received SIGHUP: ignored", signal="SIGHUP", phase="signal-ignored")
+
+    def reopenLogsReceived(self, signum: int) -> None:
+        name = _signalModule.Signals(signum).name
+        try:
+            self.reopenLogs()
+        except Exception as e:
+            self._log.warn(
+                "Received {signal}: cannot reopen the log files ({error}); still writing to the old ones",
+                signal=name,
+                error=str(e),
+                phase="logs-not-reopened",
+            )
+        else:
+            self._log.info("Received {signal}: reopened the log files", signal=name, phase="logs-reopened")

@@ -1,0 +1,187 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+L{Succession}: a process's place between the one it took over from and the
+one it hands over to.  It serves beside its predecessor until that one
+stops accepting, restarts (queued while the predecessor drains), and hands
+its sockets to a ready successor; the restart machine (L{coordinatorFor})
+decides, this room does and reports.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Sequence
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._child import ChildProcess
+from ._inherit import Inheritance
+from ._launcher import SuccessorLauncher
+from ._parent import ParentProcess
+from ._report import Reporter
+from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
+from ._site import GracefulSiteService
+
+
+class Succession:
+    """
+    The restarts of one process.
+
+    @ivar handedOver: A successor serves the sockets now.
+    """
+
+    _log = Logger()
+
+    def __init__(
+        self,
+        clock: Any,
+        inheritance: Inheritance,
+        launcher: SuccessorLauncher,
+        reporter: Reporter,
+        *,
+        endpoints: Callable[[], Sequence[GracefulSiteService]],
+        started: float,
+        stopping: Callable[[], bool],
+        stopReactor: Callable[[], object],
+    ) -> None:
+        """
+        @param inheritance: What this process inherited.
+        @param endpoints: Returns the endpoints, whose sockets a successor
+            inherits.
+        @param started: When this process started (wall clock).
+        @param stopping: Tells whether the ordered stop has begun.
+        @param stopReactor: Ends this process once it has handed over.
+        """
+        self._clock = clock
+        self._inheritance = inheritance
+        self._launcher = launcher
+        self._reporter = reporter
+        self._endpoints = endpoints
+        self._started = started
+        self._stopping = stopping
+        self._stopReactor = stopReactor
+        self._parent = ParentProcess(clock, inheritance)
+        self._core = RestartCore(clock, self._spawn, self._handOver, inheritance.parentPID)
+        self._restarter = coordinatorFor(self._core)
+        self.handedOver = False
+        self._servesAlone = False
+        self._attempt = 0
+
+    @property
+    def generation(self) -> int:
+        return self._inheritance.generation
+
+    def starting(self) -> None:
+        """
+        The services have started; the reactor is not running yet.
+        """
+        self._parent.announce("starting", generation=self.generation)
+
+    def ready(self) -> None:
+        """
+        Every endpoint listens and the reactor runs: tell the predecessor,
+        and serve alone once it stops accepting.
+        """
+        endpoints = self._addresses()
+        self._parent.announce("ready", generation=self.generation, endpoints=endpoints)
+        self._log.info(
+            "Serving {endpoints} as pid {pid}, generation {generation}",
+            endpoints=endpoints,
+            pid=os.getpid(),
+            generation=self.generation,
+            phase="ready",
+        )
+        self._restarter._ready()
+        self._parent.watch(self._servingAlone, self._parentGone)
+
+    def stop(self) -> None:
+        """
+        This process stops: a successor still starting is terminated, a
+        queued restart is abandoned.
+        """
+        self._restarter.stop()
+
+    def restart(self) -> Deferred[RestartOutcome]:
+        """
+        See L{GracefulService.restart}.
+        """
+        # A restart asked for right after the predecessor exited must not be
+        # refused because its lifeline's end of file is still unread in this
+        # very reactor turn.
+        self._parent.poll()
+        attempt = self._reporter.restartRequested()
+        self._attempt = attempt
+        result = self._restarter.restart()
+        if result.called:
+            return result.addErrback(self._reportRefused, attempt)
+        if self._queued():
+            self._reporter.queued(attempt)
+        else:
+            self._reporter.upgrading(attempt)
+        return result.addErrback(self._reportFailed, attempt)
+
+    def _addresses(self) -> dict[str, str | None]:
+        return {e.address.description: e.listeningAddress() for e in self._endpoints()}
+
+    def _servingAlone(self) -> None:
+        """
+        The predecessor (if any) no longer accepts connections: this process
+        is the one serving, so the pid file names it.
+        """
+        if self._servesAlone or self._stopping():
+            return
+        self._servesAlone = True
+        self._reporter.serving(self.generation, self._addresses(), self._started)
+        if self._inheritance.parentPID is not None:
+            self._log.info(
+                "Took over from pid {parentPID}",
+                parentPID=self._inheritance.parentPID,
+                generation=self.generation,
+                phase="took-over",
+            )
+
+    def _parentGone(self) -> None:
+        self._servingAlone()
+        if self._inheritance.parentPID is not None:
+            self._log.info(
+                "Previous process {parentPID} has exited",
+                parentPID=self._inheritance.parentPID,
+                phase="parent-gone",
+            )
+        queued = self._queued()
+        self._restarter._parentGone()
+        if queued and not self._queued() and not self._stopping():
+            # The queued restart runs now.
+            self._reporter.upgrading(self._attempt)
+
+    def _queued(self) -> bool:
+        return self._core.queued is not None
+
+    def _reportRefused(self, failure: Failure, attempt: int) -> Failure:
+        self._reporter.refused(attempt, failure.getErrorMessage())
+        return failure
+
+    def _reportFailed(self, failure: Failure, attempt: int) -> Failure:
+        if not self.handedOver and not self._stopping():
+            self._reporter.upgradeFailed(attempt, failure.getErrorMessage())
+        return failure
+
+    def _spawn(self, restarter: Restarter) -> ChildProcess:
+        sockets = {e.identity: e.fileno() for e in self._endpoints() if e.port is not None}
+        return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
+
+    def _handOver(self, child: ChildProcess) -> None:
+        self.handedOver = True
+        for endpoint in self._endpoints():
+            endpoint.stopAccepting(handOver=True)
+        assert child.servingPID is not None
+        self._reporter.handedOver(self._attempt, child.servingPID)
+        child.handOver()
+        self._log.info(
+            "Handed over to pid {childPID}: draining",
+            childPID=child.servingPID,
+            phase="handed-over",
+        )
+        self._clock.callLater(0, self._stopReactor)
