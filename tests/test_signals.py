@@ -159,6 +159,53 @@ class OperatorSignalTests(SynchronousTestCase):
         ), command[2])
 
 
+class FirstStartTests(SynchronousTestCase):
+    """
+    A first start ignores the restart signal, SIGHUP and SIGUSR1 from the
+    moment its sockets are bound until its handlers are installed.
+    """
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.signals = FakeSignals()
+        self.patch(GracefulService, "_signalModule", self.signals)
+
+    def service(self, **kw: Any) -> GracefulService:
+        self.h.service = GracefulService(reactor=self.h.reactor, environ={}, **kw)
+        self.h.addEndpoint("8080")
+        return self.h.service
+
+    def test_ignoredFromBind(self) -> None:
+        """
+        Once bound (before twistd daemonizes), they are ignored; SIGTERM
+        and SIGINT keep their action.
+        """
+        self.service().bind()
+        for signum in (signal.SIGUSR2, signal.SIGHUP, signal.SIGUSR1):
+            self.assertIs(self.signals.handlers[signum], signal.SIG_IGN, signal.Signals(signum).name)
+        self.assertNotIn(signal.SIGTERM, self.signals.handlers)
+        self.assertNotIn(signal.SIGINT, self.signals.handlers)
+
+    def test_ownHandlerKept(self) -> None:
+        """
+        A handler the application installed is not replaced by SIG_IGN.
+        """
+        mine = lambda s, f: None  # noqa: E731
+        self.signals.handlers[signal.SIGUSR1] = mine
+        service = self.service(restartSignal=None)
+        service.startService()
+        self.assertIs(self.signals.handlers[signal.SIGUSR1], mine)
+        self.assertIs(self.signals.handlers[signal.SIGHUP], signal.SIG_IGN)
+        self.assertNotIn(signal.SIGUSR2, self.signals.handlers)
+
+    def test_notWithoutSignalHandling(self) -> None:
+        """
+        A service that handles no signals leaves them alone.
+        """
+        self.service(handleSignals=False).bind()
+        self.assertEqual(self.signals.handlers, {})
+
+
 class ReopenTests(SynchronousTestCase):
     """
     L{_logfile.reopen} and L{_logfile.reopenAccessLog} follow a file that

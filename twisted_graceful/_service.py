@@ -36,7 +36,7 @@ from ._pidfile import PidFile
 from ._report import Reporter
 from ._restart import RestartOutcome
 from ._succession import Succession
-from ._signals import HANGUP_ACTIONS, ISignalModule, ServiceSignals
+from ._signals import HANGUP_ACTIONS, ISignalModule, ServiceSignals, ignoreUntilHandled
 from ._site import DEFAULT_SHUTDOWN_TIMEOUT, GracefulSiteService
 from ._status import StatusFile, statusPathFor
 from ._stop import OrderedStop
@@ -222,6 +222,7 @@ class GracefulService(MultiService):
         @raise ListenFailed: A socket cannot be bound.
         """
         self._inherit()
+        self._ignoreSignalsUntilHandled()
         try:
             for endpoint in self.endpoints():
                 endpoint.bind()
@@ -302,14 +303,20 @@ class GracefulService(MultiService):
 
     def privilegedStartService(self) -> None:
         self._inherit()
+        self._ignoreSignalsUntilHandled()
         super().privilegedStartService()
 
     def startService(self) -> None:
         self._inherit()
+        self._ignoreSignalsUntilHandled()
         super().startService()
         assert self._succession is not None
         self._succession.starting()
         self._clock.callWhenRunning(self._reactorRunning)
+
+    def _ignoreSignalsUntilHandled(self) -> None:
+        if self._handleSignals:
+            ignoreUntilHandled((self._restartSignal, signal.SIGHUP, signal.SIGUSR1), self._signalModule)
 
     def _reactorRunning(self) -> None:
         if self._handleSignals:

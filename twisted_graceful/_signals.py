@@ -11,7 +11,7 @@ or touch descriptors: they call C{reactor.callFromThread} and return.
 from __future__ import annotations
 
 import signal as _signalModule
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from attrs import define
 from twisted.logger import Logger
@@ -95,6 +95,18 @@ def signalNumber(name: str) -> int:
         if member is not None:
             return int(member)
     raise ValueError(f"{name!r} is not a signal. Use a name such as USR2, HUP or USR1.")
+
+
+def ignoreUntilHandled(signums: Iterable[int | None], signals: ISignalModule = _signalModule) -> None:
+    """
+    Ignore each of C{signums} whose action is still the default, which kills
+    the process, until L{ServiceSignals.install} handles it: a SIGHUP or a
+    restart signal that reaches a server still starting must not kill it.
+    A handler someone installed is left alone.
+    """
+    for signum in signums:
+        if signum is not None and signals.getsignal(signum) == _signalModule.SIG_DFL:
+            signals.signal(signum, _signalModule.SIG_IGN)
 
 
 @define

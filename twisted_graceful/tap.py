@@ -32,7 +32,7 @@ from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
 from ._limits import limitBodies, parseSize
-from ._signals import HANGUP_ACTIONS, signalNumber
+from ._signals import HANGUP_ACTIONS, ignoreUntilHandled, signalNumber
 
 DEFAULT_PORT = "8080"
 _log = Logger()
@@ -151,8 +151,15 @@ class Options(usage.Options):
         as for C{python -m} and gunicorn, so that C{--app}, C{--wsgi} and
         C{--shutdown-hook} find a module beside it; a successor, which
         starts in the same directory, finds it too.
+
+        SIGHUP, SIGUSR1 and SIGUSR2 are ignored from now until the server
+        handles them.
         """
         _importFromWorkingDirectory(sys.path)
+        # The application is imported while the options are parsed, which
+        # may take long: a SIGHUP or a restart signal sent meanwhile must not
+        # kill the server (their default action) before it handles them.
+        ignoreUntilHandled((signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2))
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
