@@ -46,6 +46,12 @@ class RecordingPort:
         """
         self.reading = False
 
+    def startReading(self) -> None:
+        """
+        As C{FileDescriptor.startReading}: accept again.
+        """
+        self.reading = True
+
     def stopListening(self) -> Any:
         self.stopListeningCalls += 1
         self.reading = False

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 
 from twisted_graceful import (
+    SuccessorDied,
     BadEndpoint,
     ChildExitedEarly,
     ChildReadyTimeout,
@@ -29,6 +30,8 @@ from twisted_graceful import (
     NotReadyToRestart,
 )
 from twisted_graceful._child import DEFAULT_KILL_GRACE
+from twisted_graceful._notify import Notifier
+from twisted_graceful._status import readStatus
 from twisted_graceful._endpoint import ListenAddress, bindSocket
 from twisted_graceful._listener import Listener
 from twisted_graceful._systemd import SystemdSocket
@@ -514,6 +517,7 @@ class StopSignalTests(SynchronousTestCase):
 
 
 READY_TIMEOUT = 10.0
+PROBATION = 2.0
 SUCCESSOR_ARGV = ["/venv/bin/twistd", "-n", "graceful", "--port", "tcp:8080:interface=127.0.0.1"]
 SERVING_PID = 6001
 """
@@ -534,7 +538,8 @@ class RestartTests(SynchronousTestCase):
         self.killed: list[tuple[int, int]] = []
         patchStatic(self, GracefulService, "_kill", lambda pid, signum: self.killed.append((pid, signum)))
         self.h.service = GracefulService(
-            reactor=self.reactor, handleSignals=False, environ={}, argv=SUCCESSOR_ARGV, readyTimeout=READY_TIMEOUT
+            reactor=self.reactor, handleSignals=False, environ={}, argv=SUCCESSOR_ARGV, readyTimeout=READY_TIMEOUT,
+            probation=PROBATION,
         )
         self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
 
@@ -566,10 +571,11 @@ class RestartTests(SynchronousTestCase):
     def test_successorReadyHandsOver(self) -> None:
         """
         The successor runs the same command with the listening socket at
-        descriptor 3; once it reports ready, the restart fires with its
-        serving pid and the time it took, this process stops accepting,
-        tells the successor on the lifeline, and stops its reactor on the
-        next turn.
+        descriptor 3; once it reports ready, this process pauses its port
+        (keeping it), tells the successor on the lifeline, and drains; once
+        the drain and the probation are over, the restart fires with the
+        successor's serving pid and the time it took, the port is closed
+        for good, and the reactor stops.
         """
         [endpoint] = self.start("tcp:8080:interface=127.0.0.1")
         port = self.reactor.ports[0]
@@ -594,18 +600,22 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(process.written, {})
 
         self.say(process, readyFD, "ready", generation=2)
+        self.assertNoResult(d)
+        self.assertEqual((port.listening, port.reading, port.stopListeningCalls), (True, False, 0))
+        self.assertEqual(process.written, {lifelineFD: b'{"state": "handed-over"}\n'})
+        self.successResultOf(self.h.service.whenDraining())
+        self.reactor.advance(PROBATION - 0.001)
+        self.assertNoResult(d)
+        self.reactor.advance(0.001)
         outcome = self.successResultOf(d)
         self.assertEqual((outcome.pid, outcome.elapsed, outcome.fields["generation"]), (SERVING_PID, 1.5, 2))
         self.assertEqual((port.listening, port.stopListeningCalls), (False, 1))
         self.assertIsNone(endpoint.port)
-        self.assertEqual(process.written, {lifelineFD: b'{"state": "handed-over"}\n'})
-        self.assertFalse(self.reactor.hasStopped)
-        self.reactor.advance(0)
         self.assertTrue(self.reactor.hasStopped)
         self.assertEqual(self.killed, [])
         self.assertEqual(
-            [p for p in self.phases() if p.startswith(("restart", "child", "handed"))],
-            ["restart-requested", "child-spawned", "child-ready", "handed-over"],
+            [p for p in self.phases() if p.startswith(("restart", "child", "handed", "confirmed"))],
+            ["restart-requested", "child-spawned", "child-ready", "handed-over", "confirmed"],
         )
         self.failureResultOf(self.h.service.restart(), NotReadyToRestart)
         self.assertEqual(len(self.reactor.processes), 1)
@@ -694,9 +704,109 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual((process.childFDs[3], process.childFDs[4]), (tcpPort.fileno(), unixPort.fileno()))
         self.assertEqual(unix.site.numPorts, 1)
         self.say(process, readyFD, "ready")
+        self.reactor.advance(PROBATION)
         self.successResultOf(d)
         self.assertEqual(unixPort.stopListeningCalls, 0)
         self.assertFalse(unixPort.reading)
         self.assertTrue(unixPort.socket.closed)
         self.assertEqual(unix.site.numPorts, 0)
         self.assertEqual((tcpPort.stopListeningCalls, tcpPort.listening), (1, False))
+
+
+class RollbackTests(SynchronousTestCase):
+    """
+    A successor that dies after its ready report, before it is confirmed:
+    the service takes its port and its drain back and serves on.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = SpawningReactor()
+        self.h = Harness(self, self.reactor)
+        patchStatic(self, GracefulService, "_kill", lambda pid, signum: None)
+        self.notified: list[tuple[str, ...]] = []
+        notifier = Notifier({})
+        notifier.notify = lambda *lines: self.notified.append(lines)  # type: ignore[method-assign]
+        self.h.service = GracefulService(
+            reactor=self.reactor, handleSignals=False, environ={}, argv=SUCCESSOR_ARGV, probation=PROBATION,
+            pidFile=os.path.abspath("app.pid"), notifier=notifier,
+        )
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        [self.endpoint] = [self.h.addEndpoint("tcp:8080:interface=127.0.0.1")]
+        self.reactor.running = True
+        self.h.service.startService()
+        self.port = self.reactor.ports[0]
+
+    def handOver(self) -> tuple[Deferred[Any], FakeProcess]:
+        d = self.h.service.restart()
+        [process] = self.reactor.processes[-1:]
+        readyFD = int(process.env["TWISTED_GRACEFUL_READY_FD"])
+        process.fromChild(readyFD, json.dumps({"state": "ready", "pid": SERVING_PID}).encode() + b"\n")
+        with open("app.pid", "w") as f:
+            f.write(f"{SERVING_PID}\n")  # What the successor does.
+        return d, process
+
+    def test_rollBack(self) -> None:
+        """
+        The port reads again, the drain is taken back, the restart fails
+        with L{SuccessorDied}; the pid file names this process again, the
+        status file says rolled back, and systemd hears C{MAINPID} and
+        C{READY=1}; the reactor keeps running and no hook runs.
+        """
+        ran: list[str] = []
+        self.h.service.addShutdownHook(lambda: ran.append("hook"))
+        d, process = self.handOver()
+        self.assertFalse(self.port.reading)
+        self.assertTrue(self.endpoint.factory.draining)
+        self.reactor.advance(1.5)
+        process.exit(Failure(ProcessTerminated(exitCode=1)))
+        failure = self.failureResultOf(d, SuccessorDied)
+        self.assertIn("rolled back", str(failure.value))
+        self.assertEqual((self.port.reading, self.port.stopListeningCalls), (True, 0))
+        self.assertFalse(self.endpoint.factory.draining)
+        self.assertNoResult(self.h.service.whenDraining())
+        with open("app.pid") as f:
+            self.assertEqual(int(f.read()), os.getpid())
+        status = readStatus("app.pid.status")
+        assert status is not None
+        self.assertEqual((status["state"], status["pid"]), ("serving", os.getpid()))
+        self.assertEqual(
+            {k: status["lastRestart"][k] for k in ("outcome", "pid", "served")},
+            {"outcome": "rolled-back", "pid": SERVING_PID, "served": 1.5},
+        )
+        self.assertEqual(self.notified[-1][:2], (f"MAINPID={os.getpid()}", "READY=1"))
+        self.reactor.advance(PROBATION * 2)
+        self.assertFalse(self.reactor.hasStopped)
+        self.assertEqual(ran, [])
+        self.assertIn("rolled-back", [e.get("phase") for e in self.events])
+
+    def test_restartAgain(self) -> None:
+        """
+        After a rollback, a restart to a good release hands over for good.
+        """
+        d, process = self.handOver()
+        process.exit(Failure(ProcessTerminated(exitCode=1)))
+        self.failureResultOf(d, SuccessorDied)
+        d, process = self.handOver()
+        self.reactor.advance(PROBATION)
+        self.assertEqual(self.successResultOf(d).pid, SERVING_PID)
+        self.reactor.advance(0)
+        self.assertTrue(self.reactor.hasStopped)
+        self.assertEqual(self.port.stopListeningCalls, 1)
+
+    def test_stopOnProbation(self) -> None:
+        """
+        A stop during the probation keeps the successor: the port is closed
+        for good, the restart fires, the hooks run, and the pid file is
+        left to the successor.
+        """
+        ran: list[str] = []
+        self.h.service.addShutdownHook(lambda: ran.append("hook"))
+        d, process = self.handOver()
+        stopped = self.h.service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.port.stopListeningCalls, 1)
+        self.reactor.advance(1)
+        self.successResultOf(stopped)
+        self.assertEqual(ran, ["hook"])
+        with open("app.pid") as f:
+            self.assertEqual(int(f.read()), SERVING_PID)

@@ -19,7 +19,7 @@ from ._errors import (
 )
 from ._hooks import HookOutcome
 from ._metrics import GracefulMetrics
-from ._restart import RestartOutcome
+from ._attempt import RestartOutcome
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
 from ._endpoint import ListenAddress, parseEndpoint
 from ._version import __version__ as __version__

@@ -67,6 +67,10 @@ class Reporter:
         )
         # The status first: whenever the pid file names this process, the
         # status file does too.
+        self._writePidFile(pid)
+        self.notifier.ready(f"Serving as pid {pid}, generation {generation}")
+
+    def _writePidFile(self, pid: int) -> None:
         if self.pidFile is not None:
             try:
                 self.pidFile.write(pid)
@@ -82,7 +86,6 @@ class Reporter:
                     phase="pidfile-failed",
                 )
                 self._update(pidFileError=str(e))
-        self.notifier.ready(f"Serving as pid {pid}, generation {generation}")
 
     def checkStart(self, predecessor: int | None) -> None:
         """
@@ -137,7 +140,8 @@ class Reporter:
     def rolledBack(self, attempt: int, childPID: int | None, exitStatus: str, served: float) -> None:
         """
         The successor died before it was confirmed: this process serves
-        again, and systemd hears that it is the main process once more.
+        again, the pid file names it, and systemd hears that it is the main
+        process once more.
         """
         pid = os.getpid()
         reason = f"successor pid {childPID} died {served:.1f} s after it was ready ({exitStatus})"
@@ -155,6 +159,7 @@ class Reporter:
                 "reason": reason,
             },
         )
+        self._writePidFile(pid)
         self.notifier.notify(f"MAINPID={pid}", "READY=1", f"STATUS=Rolled back: {reason}; serving as pid {pid}")
 
     def draining(self, delay: float) -> None:

@@ -14,41 +14,38 @@ Invariants, each a state or a refused transition:
     (L{NotReadyToRestart});
   - a successor that dies or misses the ready deadline is terminated and this
     process goes on serving;
-  - once the successor is ready, this process stops accepting, tells the
-    successor, and drains.
+  - once the successor is ready, this process pauses its listening ports
+    (it keeps them, and the kernel queues what it does not accept), tells
+    the successor, and drains; it is confirmed once the drain is over and
+    the probation has passed with the successor alive, and only then closes
+    its ports for good and stops;
+  - a successor that dies before it is confirmed is rolled back: this
+    process resumes accepting on the same ports and serves again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from attrs import frozen
 from automat import TypeMachineBuilder
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from ._attempt import Attempt, QueuedRestart
+from ._attempt import RestartOutcome as RestartOutcome
 from ._child import ChildProcess, ReadyMessage
-from ._errors import NotReadyToRestart, RestartInProgress
+from ._errors import NotReadyToRestart, RestartInProgress, SuccessorDied
 
 _log = Logger(namespace="twisted_graceful.restart")
 
-
-@frozen
-class RestartOutcome:
-    """
-    A restart that worked.
-
-    @ivar pid: The successor's serving pid.
-    @ivar elapsed: Seconds from the request to the successor's ready.
-    @ivar fields: What the successor reported (generation, endpoints).
-    """
-
-    pid: int
-    elapsed: float
-    fields: dict[str, object]
+DEFAULT_PROBATION = 5.0
+"""
+Seconds a ready successor must live before the old process lets go of its
+listening ports; see C{docs/restart.md}.
+"""
 
 
 class Restarter(Protocol):
@@ -70,6 +67,12 @@ class Restarter(Protocol):
     def _childFailed(self, reason: Failure) -> None:
         "The successor died or missed its deadline."
 
+    def _drained(self) -> None:
+        "The drain begun at the hand-over is over."
+
+    def _probationOver(self) -> None:
+        "The successor has served its probation since it reported ready."
+
 
 @dataclass
 class RestartCore:
@@ -79,8 +82,14 @@ class RestartCore:
     @ivar clock: Times restarts.
     @ivar spawn: Starts a successor; the L{ChildProcess} calls the machine's
         C{_childReady} or C{_childFailed}.
-    @ivar handOver: Stops accepting, tells the successor, and begins the
-        drain.
+    @ivar handOver: Pauses the listening ports, tells the successor, and
+        begins the drain; returns a L{Deferred} that fires when it is over.
+    @ivar confirm: The successor is confirmed: closes the paused ports for
+        good and stops this process (its hooks run then).
+    @ivar rollBack: The successor died (the L{Failure} says how) before it
+        was confirmed: resumes the ports and the drain, reports.
+    @ivar probation: Seconds the successor must live after its ready report
+        before it is confirmed.
     @ivar parentPID: The predecessor, while it lives.
     @ivar attempt: The restart under way, if any.
     @ivar queued: The restart waiting for the predecessor to exit, if any.
@@ -88,57 +97,32 @@ class RestartCore:
 
     clock: IReactorTime
     spawn: Callable[[Restarter], ChildProcess]
-    handOver: Callable[[ChildProcess], None]
+    handOver: Callable[[ChildProcess], Deferred[object]]
+    confirm: Callable[[ChildProcess], None]
+    rollBack: Callable[[ChildProcess, Failure], None]
+    probation: float = DEFAULT_PROBATION
     parentPID: int | None = None
-    attempt: _Attempt | None = None
-    queued: _Queued | None = None
+    attempt: Attempt | None = None
+    queued: QueuedRestart | None = None
 
 
-@dataclass
-class _Queued:
-    """
-    A restart waiting for the predecessor to exit: each request for it gets
-    its outcome.
-    """
-
-    waiters: list[Deferred[RestartOutcome]] = field(default_factory=list)
-
-    def wait(self) -> Deferred[RestartOutcome]:
-        d: Deferred[RestartOutcome] = Deferred()
-        self.waiters.append(d)
-        return d
-
-    def tell(self, result: Deferred[RestartOutcome]) -> None:
-        """
-        Give every waiter the outcome of C{result}, which has no other
-        reader.
-        """
-
-        def fanOut(outcome: object) -> None:
-            waiters, self.waiters = self.waiters, []
-            for waiter in waiters:
-                if isinstance(outcome, Failure):
-                    waiter.errback(outcome)
-                else:
-                    waiter.callback(outcome)  # type: ignore[arg-type]
-
-        result.addBoth(fanOut)
-
-
-def _queue(restarter: Restarter, core: RestartCore) -> _Queued:
+def _queue(restarter: Restarter, core: RestartCore) -> QueuedRestart:
     _log.info(
         "Restart queued: the previous process is still draining; the restart runs once it has exited",
         phase="restart-queued",
     )
-    core.queued = _Queued()
+    core.queued = QueuedRestart()
     return core.queued
 
 
-@dataclass
-class _Attempt:
-    child: ChildProcess
-    started: float
-    result: Deferred[RestartOutcome] = field(default_factory=Deferred)
+def _putOnProbation(restarter: Restarter, core: RestartCore, message: ReadyMessage) -> Attempt:
+    assert core.attempt is not None
+    return core.attempt
+
+
+def _stillOnProbation(restarter: Restarter, core: RestartCore) -> Attempt:
+    assert core.attempt is not None
+    return core.attempt
 
 
 def _refuse(error: Exception) -> Callable[..., Deferred[RestartOutcome]]:
@@ -153,9 +137,9 @@ def _ignore(restarter: Restarter, core: RestartCore, *args: Any) -> None:
     return None
 
 
-def _startAttempt(restarter: Restarter, core: RestartCore) -> _Attempt:
+def _startAttempt(restarter: Restarter, core: RestartCore) -> Attempt:
     _log.info("Restart requested: starting a successor", phase="restart-requested")
-    core.attempt = _Attempt(core.spawn(restarter), core.clock.seconds())
+    core.attempt = Attempt(core.spawn(restarter), core.clock.seconds())
     return core.attempt
 
 
@@ -167,6 +151,11 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     Serving = builder.state("Serving")
     Queued = builder.state("Queued", _queue)
     AwaitingChild = builder.state("AwaitingChild", _startAttempt)
+    # Paused and draining, the successor on probation; then drained, or
+    # past the probation: confirmed once both are true.
+    OnProbation = builder.state("OnProbation", _putOnProbation)
+    DrainedOnProbation = builder.state("DrainedOnProbation", _stillOnProbation)
+    DrainingAfterProbation = builder.state("DrainingAfterProbation", _stillOnProbation)
     HandedOver = builder.state("HandedOver")
     Stopping = builder.state("Stopping")
 
@@ -188,18 +177,18 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
         return core.queued.wait()
 
     @Queued.upon(Restarter.restart).loop()
-    def joinQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> Deferred[RestartOutcome]:
+    def joinQueued(restarter: Restarter, core: RestartCore, queue: QueuedRestart) -> Deferred[RestartOutcome]:
         _log.info("Restart already queued: this request waits for it", phase="restart-queued")
         return queue.wait()
 
     @Queued.upon(Restarter._parentGone).to(AwaitingChild)
-    def runQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> None:
+    def runQueued(restarter: Restarter, core: RestartCore, queue: QueuedRestart) -> None:
         assert core.attempt is not None
         core.queued = None
         queue.tell(core.attempt.result)
 
     @Queued.upon(Restarter.stop).to(Stopping)
-    def stopWhileQueued(restarter: Restarter, core: RestartCore, queue: _Queued) -> None:
+    def stopWhileQueued(restarter: Restarter, core: RestartCore, queue: QueuedRestart) -> None:
         error = NotReadyToRestart("this process stopped before the queued restart could run")
         _log.warn("Queued restart abandoned: {reason}", reason=str(error), phase="restart-refused")
         core.queued = None
@@ -211,7 +200,7 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
         assert core.attempt is not None
         return core.attempt.result
     @AwaitingChild.upon(Restarter.restart).loop()
-    def inProgress(restarter: Restarter, core: RestartCore, attempt: _Attempt) -> Deferred[RestartOutcome]:
+    def inProgress(restarter: Restarter, core: RestartCore, attempt: Attempt) -> Deferred[RestartOutcome]:
         return _refuseInProgress(attempt)
 
     HandedOver.upon(Restarter.restart).loop()(
@@ -219,21 +208,34 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     )
     Stopping.upon(Restarter.restart).loop()(_refuse(NotReadyToRestart("this process is stopping")))
 
+    for trial in (OnProbation, DrainedOnProbation, DrainingAfterProbation):
+        trial.upon(Restarter.restart).loop()(_refuseOnProbation)
+        trial.upon(Restarter._childFailed).to(Serving)(_rollBack)
+        trial.upon(Restarter.stop).to(HandedOver)(_stopOnProbation)
+
     # The successor's fate.
-    @AwaitingChild.upon(Restarter._childReady).to(HandedOver)
-    def childReady(restarter: Restarter, core: RestartCore, attempt: _Attempt, message: ReadyMessage) -> None:
-        outcome = RestartOutcome(message.pid, core.clock.seconds() - attempt.started, message.fields)
+    @AwaitingChild.upon(Restarter._childReady).to(OnProbation)
+    def childReady(restarter: Restarter, core: RestartCore, attempt: Attempt, message: ReadyMessage) -> None:
+        attempt.outcome = RestartOutcome(message.pid, core.clock.seconds() - attempt.started, message.fields)
         _log.info(
-            "Successor {childPID} is ready after {elapsed:.3f} s: handing over",
+            "Successor {childPID} is ready after {elapsed:.3f} s: handing over, on probation for {probation} s",
             childPID=message.pid,
-            elapsed=outcome.elapsed,
+            elapsed=attempt.outcome.elapsed,
+            probation=core.probation,
             phase="child-ready",
         )
-        core.handOver(attempt.child)
-        attempt.result.callback(outcome)
+        attempt.probation = core.clock.callLater(core.probation, restarter._probationOver)
+        # A drain with nothing to wait for is over at once: the machine
+        # takes that input once this transition is done.
+        core.handOver(attempt.child).addBoth(lambda _: restarter._drained())
+
+    OnProbation.upon(Restarter._drained).to(DrainedOnProbation).returns(None)
+    OnProbation.upon(Restarter._probationOver).to(DrainingAfterProbation).returns(None)
+    DrainedOnProbation.upon(Restarter._probationOver).to(HandedOver)(_confirm)
+    DrainingAfterProbation.upon(Restarter._drained).to(HandedOver)(_confirm)
 
     @AwaitingChild.upon(Restarter._childFailed).to(Serving)
-    def childFailed(restarter: Restarter, core: RestartCore, attempt: _Attempt, reason: Failure) -> None:
+    def childFailed(restarter: Restarter, core: RestartCore, attempt: Attempt, reason: Failure) -> None:
         _log.error(
             "Restart failed: {reason}",
             reason=reason.getErrorMessage(),
@@ -244,7 +246,7 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
         attempt.result.errback(reason)
 
     @AwaitingChild.upon(Restarter.stop).to(Stopping)
-    def stopWhileAwaiting(restarter: Restarter, core: RestartCore, attempt: _Attempt) -> None:
+    def stopWhileAwaiting(restarter: Restarter, core: RestartCore, attempt: Attempt) -> None:
         _log.warn(
             "Stopping during a restart: terminating successor {childPID}",
             childPID=attempt.child.servingPID or attempt.child.spawnedPID,
@@ -259,10 +261,14 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     @HandedOver.upon(Restarter._childFailed).loop()
     def childDiedAfterReady(restarter: Restarter, core: RestartCore, reason: Failure) -> None:
         _log.error(
-            "The successor failed after it was ready: {reason}",
+            "The successor died after it was confirmed: {reason}. Nothing serves once this process has"
+            " stopped; start the service again",
             reason=reason.getErrorMessage(),
             phase="child-died",
         )
+
+    # A stop during the probation leaves the drain to finish.
+    HandedOver.upon(Restarter._drained).loop()(_ignore)
 
     for state in (HandedOver, Stopping):
         state.upon(Restarter.stop).loop()(_ignore)
@@ -283,10 +289,59 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
     return builder.build(), StartingBesideParent, Starting
 
 
-def _refuseInProgress(attempt: _Attempt) -> Deferred[RestartOutcome]:
+def _refuseOnProbation(restarter: Restarter, core: RestartCore, attempt: Attempt) -> Deferred[RestartOutcome]:
+    return _refuseInProgress(attempt, ", on probation")
+
+
+def _stopOnProbation(restarter: Restarter, core: RestartCore, attempt: Attempt) -> None:
+    _log.info(
+        "Stop requested while successor {childPID} is on probation: it keeps the service;"
+        " this process drains and stops",
+        childPID=attempt.child.servingPID,
+        phase="probation-ended",
+    )
+    _confirm(restarter, core, attempt)
+
+
+def _confirm(restarter: Restarter, core: RestartCore, attempt: Attempt) -> None:
+    """
+    The successor keeps the service: let go of the ports, stop, and give
+    the restart its outcome.
+    """
+    attempt.endProbation()
+    assert attempt.outcome is not None
+    _log.info(
+        "Successor {childPID} confirmed: closing the listening ports and stopping",
+        childPID=attempt.outcome.pid,
+        phase="confirmed",
+    )
+    core.confirm(attempt.child)
+    attempt.result.callback(attempt.outcome)
+
+
+def _rollBack(restarter: Restarter, core: RestartCore, attempt: Attempt, reason: Failure) -> None:
+    """
+    The successor died before it was confirmed: serve again.
+    """
+    attempt.endProbation()
+    died = reason.value if isinstance(reason.value, SuccessorDied) else SuccessorDied(reason.getErrorMessage())
+    message = f"{died}; this process rolled back and serves again"
+    _log.error(
+        "Rolled back: {reason}",
+        reason=message,
+        childPID=died.pid,
+        exitStatus=died.exitStatus,
+        served=died.served,
+        phase="rolled-back",
+    )
+    core.rollBack(attempt.child, reason)
+    attempt.result.errback(Failure(SuccessorDied(message, died.pid, died.exitStatus, died.served)))
+
+
+def _refuseInProgress(attempt: Attempt, why: str = "") -> Deferred[RestartOutcome]:
     error = RestartInProgress(
         f"a restart is already in progress (successor pid "
-        f"{attempt.child.servingPID or attempt.child.spawnedPID}); it is left to finish"
+        f"{attempt.child.servingPID or attempt.child.spawnedPID}{why}); it is left to finish"
     )
     _log.warn("Restart refused: {reason}", reason=str(error), phase="restart-refused")
     return fail(error)

@@ -34,7 +34,7 @@ from ._notify import Notifier
 from ._once import Once
 from ._pidfile import PidFile
 from ._report import Reporter
-from ._restart import RestartOutcome
+from ._restart import DEFAULT_PROBATION, RestartOutcome
 from ._succession import Succession
 from ._signals import HANGUP_ACTIONS, ISignalModule, ServiceSignals, ignoreUntilHandled
 from ._site import DEFAULT_SHUTDOWN_TIMEOUT, GracefulSiteService
@@ -67,6 +67,7 @@ class GracefulService(MultiService):
         handleSignals: bool = True,
         restartSignal: int | None = signal.SIGUSR2,
         readyTimeout: float = DEFAULT_READY_TIMEOUT,
+        probation: float = DEFAULT_PROBATION,
         pidFile: str | None = None,
         drainDelay: float = 0.0,
         environ: MutableMapping[str, str] | None = None,
@@ -84,6 +85,10 @@ class GracefulService(MultiService):
         @param restartSignal: The signal that restarts the process, or
             L{None} for none.
         @param readyTimeout: Seconds a successor has to report ready.
+        @param probation: Seconds a ready successor must live before this
+            process closes its listening sockets and stops; if it dies
+            sooner, or while this process drains, this process rolls back
+            and serves again.
         @param pidFile: A pid file to keep naming the serving process across
             restarts, or L{None}.  A status file (C{PIDFILE.status}) goes
             with it.
@@ -110,6 +115,9 @@ class GracefulService(MultiService):
         if hangup not in HANGUP_ACTIONS:
             raise ValueError(f"hangup must be one of {', '.join(HANGUP_ACTIONS)}, not {hangup!r}.")
         self._hangup = hangup
+        if not probation >= 0:
+            raise ValueError(f"probation must be zero or more seconds, not {probation!r}.")
+        self._probation = probation
         self._reopenLogs = reopenLogs if reopenLogs is not None else self._reopenLogFiles
         self._reporter = Reporter(
             StatusFile(statusPathFor(pidFile)) if pidFile else None,
@@ -296,6 +304,8 @@ class GracefulService(MultiService):
             started=self._started,
             stopping=lambda: self.stopping,
             stopReactor=self._stopReactor,
+            orderedStop=self._orderedStop,
+            probation=self._probation,
         )
         self._reporter.checkStart(inheritance.parentPID)
 

@@ -12,17 +12,20 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Sequence
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._child import ChildProcess
+from ._errors import SuccessorDied
 from ._inherit import Inheritance
 from ._launcher import SuccessorLauncher
+from ._once import Once
 from ._parent import ParentProcess
 from ._report import Reporter
-from ._restart import RestartCore, RestartOutcome, Restarter, coordinatorFor
+from ._restart import DEFAULT_PROBATION, RestartCore, RestartOutcome, Restarter, coordinatorFor
 from ._site import GracefulSiteService
+from ._stop import OrderedStop
 
 
 class Succession:
@@ -45,6 +48,8 @@ class Succession:
         started: float,
         stopping: Callable[[], bool],
         stopReactor: Callable[[], object],
+        orderedStop: OrderedStop,
+        probation: float = DEFAULT_PROBATION,
     ) -> None:
         """
         @param inheritance: What this process inherited.
@@ -52,7 +57,12 @@ class Succession:
             inherits.
         @param started: When this process started (wall clock).
         @param stopping: Tells whether the ordered stop has begun.
-        @param stopReactor: Ends this process once it has handed over.
+        @param stopReactor: Ends this process once its successor is
+            confirmed.
+        @param orderedStop: The stop, whose drain the hand-over begins
+            early (and a rollback takes back).
+        @param probation: Seconds a ready successor must live before it is
+            confirmed.
         """
         self._clock = clock
         self._inheritance = inheritance
@@ -63,7 +73,11 @@ class Succession:
         self._stopping = stopping
         self._stopReactor = stopReactor
         self._parent = ParentProcess(clock, inheritance)
-        self._core = RestartCore(clock, self._spawn, self._handOver, inheritance.parentPID)
+        self._orderedStop = orderedStop
+        self._core = RestartCore(
+            clock, self._spawn, self._handOver, self._confirm, self._rollBack,
+            probation=probation, parentPID=inheritance.parentPID,
+        )
         self._restarter = coordinatorFor(self._core)
         self.handedOver = False
         self._servesAlone = False
@@ -164,7 +178,8 @@ class Succession:
         return failure
 
     def _reportFailed(self, failure: Failure, attempt: int) -> Failure:
-        if not self.handedOver and not self._stopping():
+        if not self.handedOver and not self._stopping() and not failure.check(SuccessorDied):
+            # (A rollback reported itself.)
             self._reporter.upgradeFailed(attempt, failure.getErrorMessage())
         return failure
 
@@ -172,10 +187,16 @@ class Succession:
         sockets = {e.identity: e.fileno() for e in self._endpoints() if e.port is not None}
         return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
 
-    def _handOver(self, child: ChildProcess) -> None:
+    def _handOver(self, child: ChildProcess) -> Deferred[Any]:
+        """
+        Pause the sockets (kept, for a rollback), tell the successor, and
+        begin the drain; the reactor and the hooks wait for the
+        confirmation.
+        """
         self.handedOver = True
-        for endpoint in self._endpoints():
-            endpoint.stopAccepting(handOver=True)
+        endpoints = self._endpoints()
+        for endpoint in endpoints:
+            endpoint.listener.pause()
         assert child.servingPID is not None
         self._reporter.handedOver(self._attempt, child.servingPID)
         child.handOver()
@@ -184,4 +205,34 @@ class Succession:
             childPID=child.servingPID,
             phase="handed-over",
         )
+        self._orderedStop.drainBegan.happen(None)
+        return DeferredList(
+            [e.factory.drain(e.shutdownTimeout, restarting=True) for e in endpoints], consumeErrors=True
+        )
+
+    def _confirm(self, child: ChildProcess) -> None:
+        """
+        The successor keeps the service: close the sockets for good (it
+        shares them) and stop; the ordered stop runs the hooks.
+        """
+        for endpoint in self._endpoints():
+            endpoint.stopAccepting(handOver=True)
         self._clock.callLater(0, self._stopReactor)
+
+    def _rollBack(self, child: ChildProcess, reason: Failure) -> None:
+        """
+        The successor died before it was confirmed: accept again, on the
+        same sockets, take the drain back, and say so.
+        """
+        self.handedOver = False
+        self._orderedStop.drainBegan = Once()
+        for endpoint in self._endpoints():
+            endpoint.factory.resume()
+            endpoint.listener.resume()
+        died = reason.value
+        self._reporter.rolledBack(
+            self._attempt,
+            getattr(died, "pid", child.servingPID),
+            getattr(died, "exitStatus", ""),
+            getattr(died, "served", 0.0),
+        )

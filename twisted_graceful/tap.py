@@ -30,6 +30,7 @@ from ._extras import installCommand
 from ._logfile import PidTextObserver
 from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
+from ._restart import DEFAULT_PROBATION
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
 from ._limits import limitBodies, parseSize
 from ._signals import HANGUP_ACTIONS, ignoreUntilHandled, signalNumber
@@ -113,6 +114,10 @@ class Options(usage.Options):
          "Seconds a successor started by a restart has to report ready; then it is terminated "
          "and this process keeps serving.",
          _positiveFloat("--ready-timeout", zeroAllowed=False)],
+        ["probation", None, DEFAULT_PROBATION,
+         "Seconds a ready successor must live before this process lets go of its sockets; "
+         "if it dies sooner (or while this process drains), this process serves again.",
+         _positiveFloat("--probation")],
         ["restart-signal", None, "USR2",
          "The signal that restarts the server with no downtime (a name such as USR2 or HUP), "
          "or 'none'.", _restartSignal],
@@ -393,6 +398,7 @@ def makeService(options: Options) -> GracefulService:
         restartSignal=options["restart-signal"],
         hangup=options["sighup"],
         readyTimeout=options["ready-timeout"],
+        probation=options["probation"],
         pidFile=options["pidfile"],
         drainDelay=options["drain-delay"],
     )

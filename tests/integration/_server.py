@@ -20,6 +20,11 @@ from twisted.python.failure import Failure
 TWISTD = str(Path(sys.executable).parent / "twistd")
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_WAIT = 20.0
+SUITE_PROBATION = "0.2"
+"""
+The probation of every server the suite starts, unless a test gives its
+own: short, so that restarts not about the probation stay quick.
+"""
 
 Event = dict[str, Any]
 
@@ -183,7 +188,10 @@ def startServer(
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["PYTHONUNBUFFERED"] = "1"
     process = ServerProcess(tmpPath / f"{name}.log")
-    argv = [TWISTD, "-n", "--logger=twisted_graceful.jsonlog.observer", *twistdArgs, "graceful", *args]
+    argv = [
+        TWISTD, "-n", "--logger=twisted_graceful.jsonlog.observer", *twistdArgs, "graceful",
+        "--probation", SUITE_PROBATION, *args,
+    ]
     reactor.spawnProcess(process, TWISTD, argv, env=env, path=str(tmpPath), childFDs=childFDs)  # type: ignore[attr-defined]
     return process
 

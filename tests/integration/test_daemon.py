@@ -47,7 +47,7 @@ async def test_daemonRestartsTenTimes(tmp_path: Path) -> None:
     pidfile, logfile = tmp_path / "app.pid", tmp_path / "app.log"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
-        [TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "graceful",
+        [TWISTD, f"--pidfile={pidfile}", f"--logfile={logfile}", "graceful", "--probation", "0.2",
          "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30,
     )

@@ -164,7 +164,7 @@ def test_demoFollowsRestart(tmp_path: Path, started: list[subprocess.Popen[bytes
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     server = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=app.pid", "--logger=twisted_graceful.jsonlog.observer",
-         "graceful", "--port", "tcp:0:interface=127.0.0.1"],
+         "graceful", "--probation", "0.2", "--port", "tcp:0:interface=127.0.0.1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     started.append(server)

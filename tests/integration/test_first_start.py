@@ -59,7 +59,7 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, int]
     port = freePort()
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     process = subprocess.Popen(
-        [TWISTD, "-n", "--logger=twisted_graceful.jsonlog.observer", "graceful", "--app", "gated.root",
+        [TWISTD, "-n", "--logger=twisted_graceful.jsonlog.observer", "graceful", "--probation", "0.2", "--app", "gated.root",
          "--port", f"tcp:{port}:interface=127.0.0.1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )

@@ -67,7 +67,7 @@ def test_foregroundAfterRestart(tmp_path: Path, pids: list[int]) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     first = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=app.pid", "--logger=twisted_graceful.jsonlog.observer",
-         "graceful", "--port", "tcp:0:interface=127.0.0.1"],
+         "graceful", "--probation", "0.2", "--port", "tcp:0:interface=127.0.0.1"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
     )
     pids.append(first.pid)

@@ -28,7 +28,7 @@ def launch(tmp_path: Path, port: int, *args: str, env: dict[str, str] | None = N
     environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **(env or {}))
     server = ServerProcess(tmp_path / "twistd.log")
     argv = [sys.executable, LAUNCHER, "web", "127.0.0.1", str(port),
-            TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+            TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful", "--probation", "0.2",
             "--app", "tests.integration.app.root", *args]
     reactor.spawnProcess(server, sys.executable, argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
     return server
@@ -80,7 +80,7 @@ async def test_garbageInheritanceIgnored(tmp_path: Path) -> None:
     }
     environ = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **env)
     server = ServerProcess(tmp_path / "twistd.log")
-    argv = [TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+    argv = [TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful", "--probation", "0.2",
             "--port", "tcp:0:interface=127.0.0.1", "--app", "tests.integration.app.root"]
     reactor.spawnProcess(server, TWISTD, argv, env=environ, path=str(tmp_path))  # type: ignore[attr-defined]
     try:
@@ -110,7 +110,7 @@ async def test_systemdSocketActivate(tmp_path: Path) -> None:
     argv = [
         "systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=web",
         "-E", "PYTHONPATH", "-E", "PYTHONUNBUFFERED",
-        TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
+        TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful", "--probation", "0.2",
         "--port", "systemd:domain=INET:name=web", "--app", "tests.integration.app.root",
     ]
     activate = shutil.which("systemd-socket-activate")
