@@ -569,6 +569,29 @@ class ConnectionStateTests(SynchronousTestCase):
         self.h.flush()
         self.assertTrue(self.successResultOf(drained).clean)
 
+    def test_closingWebSocketStaysClosing(self) -> None:
+        """
+        A WebSocket sent its close frame by a drain that is then taken back
+        stays closing: the drain of a later restart does not send another,
+        and a peer that never answers is still cut after the idle grace.
+        """
+        from wsproto.events import CloseConnection
+
+        self.openWebSocket()
+        (wsServer,) = self.h.factory._connections
+        wsServer.currentChannel.transport.loseConnection = lambda: None  # A socket that stays open.
+        self.h.factory.drain(DRAIN_TIMEOUT, restarting=True)
+        self.h.flush()
+        self.h.factory.resume()
+        self.h.factory.drain(DRAIN_TIMEOUT, restarting=True)
+        self.h.flush()
+        self.ws.receive_data(self.wsClient.received)
+        self.assertEqual([type(e) for e in self.ws.events()], [CloseConnection])
+        self.h.factory.resume()
+        self.h.clock.advance(AT_LEAST_IDLE_GRACE)
+        self.h.flush()
+        self.assertIsNotNone(self.wsClient.closed)
+
     def test_errorInOneConnection(self) -> None:
         """
         A connection that fails to start draining is logged, aborted and

@@ -151,6 +151,21 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.drain()
         self.assertEqual(summary(self.client.received()), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
 
+    def test_goAwayKeptAfterResume(self) -> None:
+        """
+        A connection sent its first GOAWAY by a drain that is then taken
+        back goes on draining as it was: a later drain does not start a
+        second one on it.
+        """
+        self.h.clock.advance(0.5)
+        self.drain()
+        [protocol] = self.h.factory._connections
+        first = protocol._http2Drain
+        self.h.factory.resume()
+        self.drain()
+        self.assertIs(protocol._http2Drain, first)
+        self.assertEqual(summary(self.client.received()), [("PING", 0), ("GOAWAY", MAX_STREAM_ID)])
+
     def test_idleConnection(self) -> None:
         """
         A connection with no stream open gets the first GOAWAY once it has
