@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_graceful._drain import isDraining
 from twisted_graceful._h2drain import BUSY_BOUND, LINGER, MAX_STREAM_ID, PING_BOUND
 
-from ._http import DrainHarness, RawClient
+from ._http import DrainHarness, EchoResource, RawClient
 
 pytest.importorskip("h2", reason="twisted[http2] is not installed")
 
@@ -27,10 +27,13 @@ from hyperframe.frame import (  # noqa: E402
     PingFrame,
     RstStreamFrame,
     SettingsFrame,
+    WindowUpdateFrame,
 )
 
 DRAIN_TIMEOUT = 30.0
 REFUSED_STREAM = 7
+DEFAULT_WINDOW = 65535
+MAX_FRAME = 16384
 
 
 class H2Client:
@@ -46,6 +49,8 @@ class H2Client:
         self.encoder = hpack.Encoder()
         self.offset = 0
         self.frames: list[Any] = []
+        self.connectionWindow = DEFAULT_WINDOW
+        self.windowUpdates: list[int] = []
         self.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
 
     def send(self, data: bytes) -> None:
@@ -67,6 +72,41 @@ class H2Client:
         frame.flags.add("END_STREAM")
         self.send(frame.serialize())
 
+    def post(self, streamID: int, path: str = "/", body: int = 0, end: bool = True) -> None:
+        """
+        Open a stream with the headers of a POST, and C{body} bytes of DATA
+        in the same write; the stream ends if C{end}.
+        """
+        frame = HeadersFrame(streamID)
+        frame.data = self.encoder.encode(
+            [(":method", "POST"), (":scheme", "https"), (":authority", "test"), (":path", path)]
+        )
+        frame.flags.add("END_HEADERS")
+        self.send(frame.serialize() + self.data(streamID, body, end))
+
+    def body(self, streamID: int, size: int, end: bool = True) -> None:
+        """
+        Send C{size} bytes of DATA on a stream, in one write.
+        """
+        self.received()
+        self.send(self.data(streamID, size, end))
+
+    def data(self, streamID: int, size: int, end: bool) -> bytes:
+        """
+        DATA frames carrying C{size} bytes, as far as the connection's
+        flow-control window allows.
+        """
+        if size > self.connectionWindow:
+            raise AssertionError(f"{size} bytes do not fit the connection window of {self.connectionWindow}")
+        self.connectionWindow -= size
+        data = b""
+        for start in range(0, size, MAX_FRAME):
+            frame = DataFrame(streamID, b"x" * min(MAX_FRAME, size - start))
+            if end and start + MAX_FRAME >= size:
+                frame.flags.add("END_STREAM")
+            data += frame.serialize()
+        return data
+
     def received(self) -> list[Any]:
         """
         The frames received since the last call, but SETTINGS and
@@ -81,7 +121,10 @@ class H2Client:
                 break
             frame.parse_body(memoryview(data[self.offset + 9 : self.offset + 9 + length]))
             self.offset += 9 + length
-            if frame.type not in (SettingsFrame.type, 0x08):
+            if isinstance(frame, WindowUpdateFrame) and frame.stream_id == 0:
+                self.connectionWindow += frame.window_increment
+                self.windowUpdates.append(frame.window_increment)
+            if frame.type not in (SettingsFrame.type, WindowUpdateFrame.type):
                 new.append(frame)
         self.frames += new
         return new
@@ -121,7 +164,7 @@ class TwoStepGoAwayTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.h = DrainHarness(idleGrace=0.5)
+        self.h = DrainHarness(idleGrace=0.5, resource=EchoResource())
         from twisted.web import _http2, http
 
         self.patch(http, "H2Connection", lambda: _http2.H2Connection(self.h.clock))
@@ -297,6 +340,46 @@ class TwoStepGoAwayTests(SynchronousTestCase):
         self.client.get(5, "/held")
         self.assertEqual(summary(self.client.received()), [(f"RST_STREAM {REFUSED_STREAM}", 5)])
         self.assertEqual(len(self.h.resource.held), 1)
+
+    def test_refusedStreamDataAcknowledged(self) -> None:
+        """
+        The bodies of refused streams, sent with their headers or after the
+        refusal, are handed back to the connection's flow-control window:
+        once they have filled it, an earlier stream still open can send a
+        body as large as the whole window and is answered.
+        """
+        self.client.post(3, end=False)
+        d = self.drain()
+        self.h.clock.advance(BUSY_BOUND)
+        self.client.ackPing(self.client.received()[0])
+        self.assertEqual(summary(self.client.received()), [("GOAWAY", 3)])
+        # Headers and a body in one read; the rest of it after the refusal
+        # (it was on its way); then a second refused stream: together they
+        # fill the connection's window.
+        self.client.post(5, body=40000, end=False)
+        self.assertEqual(summary(self.client.received()), [(f"RST_STREAM {REFUSED_STREAM}", 5)])
+        self.client.body(5, 5000)
+        self.client.post(7, body=DEFAULT_WINDOW - 45000)
+        self.assertIn((f"RST_STREAM {REFUSED_STREAM}", 7), summary(self.client.received()))
+        # The refused bodies are handed back (h2 sends a WINDOW_UPDATE once
+        # half the window is there to give).
+        self.assertGreaterEqual(sum(self.client.windowUpdates), 40000)
+        # Stream 3 sends a whole window's worth, as the window allows.
+        remaining = DEFAULT_WINDOW
+        for _ in range(10):
+            self.client.received()
+            size = min(remaining, self.client.connectionWindow)
+            self.assertGreater(size, 0, "the connection's flow-control window stayed shut")
+            remaining -= size
+            self.client.body(3, size, end=not remaining)
+            if not remaining:
+                break
+        frames = self.client.received()
+        self.assertEqual(summary(frames), [("HEADERS", 3), ("DATA END", 3)])
+        self.assertEqual(b"".join(f.data for f in frames if isinstance(f, DataFrame)), b"read %d" % (DEFAULT_WINDOW,))
+        self.h.clock.advance(LINGER)
+        self.client.flush()
+        self.assertTrue(self.successResultOf(d).clean)
 
 
 class PrivateTwistedNamesTests(SynchronousTestCase):

@@ -209,9 +209,18 @@ class HTTP2Drain:
         """
         Note the acknowledgement of the drain's PING, and refuse the streams
         opened after the final GOAWAY: their events never reach Twisted.
+
+        The body a refused stream sent in the same read as its headers
+        arrives here as C{DataReceived} events, which C{h2} has counted
+        against the connection's flow-control window: it is acknowledged
+        here, since Twisted, which acknowledges the data of its own streams,
+        never sees it.  Without that, refused bodies would shrink the window
+        for good, until no stream on the connection could send a byte.  (The
+        DATA that arrives after the refusal is acknowledged by C{h2} itself,
+        as data on a closed stream.)
         """
         from h2.errors import ErrorCodes
-        from h2.events import PingAckReceived, RequestReceived
+        from h2.events import DataReceived, PingAckReceived, RequestReceived
 
         kept = []
         for event in events:
@@ -220,6 +229,8 @@ class HTTP2Drain:
                 continue
             streamID = getattr(event, "stream_id", None)
             if streamID is not None and streamID in self._refused:
+                if isinstance(event, DataReceived) and event.flow_controlled_length:
+                    self._channel.conn.acknowledge_received_data(event.flow_controlled_length, streamID)
                 continue
             if isinstance(event, RequestReceived) and event.stream_id > self._lastStream:
                 self._refused.add(event.stream_id)
