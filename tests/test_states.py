@@ -55,15 +55,30 @@ class StatesTests(SynchronousTestCase):
         reporter.upgrading(attempt)
         reporter.handedOver(attempt, 4242)
         reporter.rolledBack(attempt, 4242, "exit status 1", 1.5)
-        attempt = reporter.restartRequested()
-        reporter.upgrading(attempt)
-        reporter.handedOver(attempt, 4243)
         reporter.draining(0.0)
         reporter.stopped([DrainResult("8080", 0, 0, 0, 0, 0, 0.0)])
         states = {s["state"] for s in status.written}
         outcomes = {s["lastRestart"]["outcome"] for s in status.written if s.get("lastRestart")}
         self.assertEqual(states, {str(s) for s in ServerState})
         self.assertEqual(outcomes, {str(o) for o in UpgradeOutcome})
+
+    def test_silentAfterHandOver(self) -> None:
+        """
+        Once handed over, the status file is the successor's: a restart
+        refused during the probation does not overwrite it; a rollback
+        writes it again.
+        """
+        status = RecordingStatusFile("app.pid.status")
+        reporter = Reporter(status, Notifier({}))
+        reporter.serving(1, {}, 0.0)
+        attempt = reporter.restartRequested()
+        reporter.handedOver(attempt, 4242)
+        written = len(status.written)
+        reporter.refused(reporter.restartRequested(), "a restart is in progress")
+        reporter.draining(0.0)
+        self.assertEqual(len(status.written), written)
+        reporter.rolledBack(attempt, 4242, "exit status 1", 1.5)
+        self.assertEqual(status.written[-1]["lastRestart"]["outcome"], "rolled-back")
 
     def test_readBackEqual(self) -> None:
         """

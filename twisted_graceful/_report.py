@@ -136,6 +136,10 @@ class Reporter:
             lastRestart={"attempt": attempt, "outcome": UpgradeOutcome.OK, "pid": childPID},
         )
         self.notifier.mainPID(childPID, f"Handed over to pid {childPID}; pid {os.getpid()} drains")
+        # The successor writes the status file now; a request refused
+        # during the probation must not overwrite it.  A rollback takes it
+        # back.
+        self._ofRecord = False
 
     def rolledBack(self, attempt: int, childPID: int | None, exitStatus: str, served: float) -> None:
         """
@@ -144,6 +148,7 @@ class Reporter:
         process once more.
         """
         pid = os.getpid()
+        self._ofRecord = True
         reason = f"successor pid {childPID} died {served:.1f} s after it was ready ({exitStatus})"
         self._update(
             pid=pid,
