@@ -34,6 +34,7 @@ from ._restart import DEFAULT_PROBATION
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
 from ._limits import limitBodies, parseSize
 from ._signals import HANGUP_ACTIONS, ignoreUntilHandled, signalNumber
+from ._workers import WorkerInheritance, WorkerLink, countRequests
 
 DEFAULT_PORT = "8080"
 _log = Logger()
@@ -69,6 +70,32 @@ def _hangupAction(value: str) -> str:
 
 
 _hangupAction.coerceDoc = "restart or ignore."  # type: ignore[attr-defined]
+
+
+def _workerCount(value: str) -> int:
+    text = value.strip().lower()
+    if text == "auto":
+        return availableCPUs()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"--workers takes a number of processes (1 or more) or 'auto', not {value!r}")
+    return count
+
+
+_workerCount.coerceDoc = "A number, or 'auto' (one per CPU)."  # type: ignore[attr-defined]
+
+
+def availableCPUs() -> int:
+    """
+    The CPUs this process may run on (what C{--workers auto} starts).
+    """
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
 
 
 def _positiveFloat(name: str, zeroAllowed: bool = True) -> Any:
@@ -135,6 +162,9 @@ class Options(usage.Options):
          "before the listeners close.", _positiveFloat("--drain-delay")],
         ["access-log", None, None, "Write the access log (combined format) to this file, in append "
          "mode. By default access lines go to the twistd log."],
+        ["workers", "w", 1, "Serve with this many worker processes (or 'auto', one per CPU) "
+         "under a supervisor that holds the sockets; SIGHUP then replaces the workers one at a time. "
+         "1 serves in this process.", _workerCount],
         ["max-request-body", None, None, "Answer a request body larger than this (bytes, or with K, "
          "M or G) with 413 Payload Too Large, without storing it. Default: no limit.", _maxRequestBody],
     ]
@@ -241,16 +271,31 @@ class Options(usage.Options):
             self["restart-signal"] = _restartSignal(self["restart-signal"])
         if self["restart-signal"] == signal.SIGHUP and self["sighup"] != "restart":
             raise usage.UsageError("--restart-signal HUP and --sighup ignore contradict each other: give one.")
+        try:
+            self["worker"] = WorkerInheritance.fromEnvironment(os.environ)
+        except GracefulError as e:
+            raise usage.UsageError(str(e)) from None
+        if self["worker"] is None and self["workers"] > 1 and self["restart-signal"] == signal.SIGHUP:
+            raise usage.UsageError(
+                "--restart-signal HUP cannot be used with --workers: SIGHUP replaces the workers; "
+                "give another signal, such as USR2."
+            )
         # twistd would refuse to start a successor (its pid file names the
         # live predecessor), write the file before the process serves, and
         # delete it at exit even after a successor has taken over: the
         # service keeps the pid file instead.
         self["pidfile"] = None
         parent = getattr(self, "parent", None)
+        if parent is not None and self["worker"] is not None:
+            # A worker writes no pid file: the supervisor's names the tree.
+            parent["pidfile"] = ""
         if parent is not None and parent.get("pidfile"):
             self["pidfile"] = os.path.abspath(parent["pidfile"])
             parent["pidfile"] = ""
         logPath = _takeOverLog(parent) if parent is not None else None
+        if parent is not None and self["worker"] is not None:
+            # The supervisor daemonized already, if asked to.
+            parent["nodaemon"] = True
         identities: dict[str, str] = {}
         for description in self["ports"]:
             identity = parseEndpoint(description).identity
@@ -389,14 +434,17 @@ def _adviseHTTP2(service: GracefulService) -> None:
 
 def makeService(options: Options) -> GracefulService:
     """
-    Build the service for C{twistd graceful}, with every socket bound.
+    Build the service for C{twistd graceful}, with every socket bound: a
+    server, a supervisor of C{--workers} workers, or one of its workers.
 
     An address that cannot be bound ends the command with its message (no
     traceback), before C{twistd} daemonizes.
     """
+    if options.get("worker") is None and options["workers"] > 1:
+        return _makeSupervisor(options)
     service = GracefulService(
-        restartSignal=options["restart-signal"],
-        hangup=options["sighup"],
+        restartSignal=options["restart-signal"] if options.get("worker") is None else None,
+        hangup=options["sighup"] if options.get("worker") is None else "ignore",
         readyTimeout=options["ready-timeout"],
         probation=options["probation"],
         pidFile=options["pidfile"],
@@ -424,6 +472,50 @@ def makeService(options: Options) -> GracefulService:
     for name, hook in options["hooks"]:
         service.addShutdownHook(hook, timeout=options["hook-timeout"], name=name)
     _adviseHTTP2(service)
+    try:
+        if options.get("worker") is not None:
+            _becomeWorker(options, service)
+        service.bind()
+    except GracefulError as e:
+        raise SystemExit(f"twistd graceful: {e}") from None
+    return service
+
+
+def _becomeWorker(options: Options, service: GracefulService) -> None:
+    """
+    Serve the sockets the supervisor passed, and report to it.
+    """
+    from twisted.internet import reactor
+
+    link = WorkerLink(options["worker"], reactor)
+    link.adopt(service.endpoints())
+    for site in {id(e.site): e.site for e in service.endpoints()}.values():
+        countRequests(site, link.requests)
+    link.setServiceParent(service)
+
+
+def _makeSupervisor(options: Options) -> GracefulService:
+    """
+    The supervisor of C{--workers}: it holds the sockets and runs no
+    application code of its own (it loaded the application only to report
+    an error before it daemonizes).
+    """
+    from ._supervisor import DEFAULT_STOP_GRACE, SupervisorService
+
+    stopTimeout = (
+        options["shutdown-timeout"] + options["drain-delay"]
+        + options["hook-timeout"] * len(options["hooks"]) + DEFAULT_STOP_GRACE
+    )
+    service = SupervisorService(
+        workers=options["workers"],
+        stopTimeout=stopTimeout,
+        restartSignal=options["restart-signal"],
+        hangup=options["sighup"],
+        readyTimeout=options["ready-timeout"],
+        pidFile=options["pidfile"],
+    )
+    for description in options["ports"]:
+        service.addEndpoint(description, options["resource"], shutdownTimeout=options["shutdown-timeout"])
     try:
         service.bind()
     except GracefulError as e:

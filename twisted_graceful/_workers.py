@@ -1,0 +1,253 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+The protocol between the supervisor and each worker it starts.
+
+A worker runs the same command as the supervisor, in a fresh interpreter,
+with C{TWISTED_GRACEFUL_WORKER} in its environment: a JSON object holding
+the worker's number, its generation, and the inheritance of
+L{twisted_graceful._inherit} (listening sockets by identity, a I{ready} pipe
+and a I{lifeline}).  The worker adopts every socket and never binds one; it
+reports C{ready} on the ready pipe once it serves, then, every
+L{STATS_INTERVAL} seconds, C{stats} (requests served, resident memory).  The
+supervisor closes the lifeline to ask the worker to drain and exit, and a
+worker whose supervisor died sees the same end of file, so it never serves
+orphaned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from typing import Any, Callable, Iterable, MutableMapping
+
+from attrs import define, field, frozen
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from ._errors import ListenFailed
+from ._inherit import ALL_VARIABLES, Handover, Inheritance
+
+ENV_WORKER = "TWISTED_GRACEFUL_WORKER"
+STATS_INTERVAL = 1.0
+NOT_FOR_WORKERS = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", *ALL_VARIABLES)
+"""
+Variables a worker must not see: systemd speaks to the supervisor only, and
+a worker is nobody's successor.
+"""
+
+
+def workerEnvironment(
+    environ: MutableMapping[str, str], handover: Handover, index: int, generation: int
+) -> dict[str, str]:
+    """
+    The environment of a worker: C{environ} without what is meant for the
+    supervisor alone, with the worker's inheritance.
+    """
+    env = {k: v for k, v in environ.items() if k not in NOT_FOR_WORKERS}
+    env[ENV_WORKER] = json.dumps(
+        {"worker": index, "generation": generation, "inherit": handover.environ}, sort_keys=True
+    )
+    return env
+
+
+def workerCommand(argv: list[str], ignored: Iterable[int]) -> list[str]:
+    """
+    The command that starts a worker: C{argv}, through a shell that ignores
+    the signals in C{ignored} (SIG_IGN survives C{exec}), so that a SIGHUP
+    or SIGUSR2 meant for the supervisor (a terminal's hang-up reaches the
+    whole process group) never kills a worker.
+    """
+    numbers = " ".join(str(int(s)) for s in sorted(set(ignored)))
+    return ["/bin/sh", "-c", f'trap "" {numbers}; exec "$0" "$@"', *argv]
+
+
+@frozen
+class WorkerInheritance:
+    """
+    What a worker was given by its supervisor.
+
+    @ivar index: The worker's number, from 1.
+    @ivar generation: The pool's generation when it was started.
+    @ivar inheritance: Its sockets and pipes, checked as a successor's are.
+    """
+
+    index: int
+    generation: int
+    inheritance: Inheritance
+
+    @classmethod
+    def fromEnvironment(
+        cls, environ: MutableMapping[str, str], **checks: Callable[..., Any]
+    ) -> WorkerInheritance | None:
+        """
+        Read and remove C{TWISTED_GRACEFUL_WORKER} from C{environ}.
+
+        @param checks: Passed to L{Inheritance.fromEnvironment} (fakes in
+            tests).
+        @return: L{None} when this process is not a worker.
+        @raise ListenFailed: The variable is there but malformed, or names
+            no usable pipes: the worker cannot serve.
+        """
+        raw = environ.pop(ENV_WORKER, None)
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+            index, generation, inherit = int(data["worker"]), int(data["generation"]), dict(data["inherit"])
+        except (ValueError, KeyError, TypeError):
+            raise ListenFailed(
+                f"{ENV_WORKER}={raw[:200]!r} is malformed: a worker is started by its supervisor "
+                "(twistd graceful --workers N); do not set this variable yourself."
+            ) from None
+        inheritance = Inheritance.fromEnvironment({k: str(v) for k, v in inherit.items()}, **checks)
+        if inheritance.readyFD is None or inheritance.lifelineFD is None:
+            raise ListenFailed(
+                "This worker cannot reach its supervisor (its pipes are not open): it was not "
+                "started by twistd graceful --workers, or the supervisor is gone."
+            )
+        return cls(index, generation, inheritance)
+
+
+def countRequests(site: Site, counter: list[int]) -> None:
+    """
+    Count each request C{site} receives in C{counter[0]}.
+    """
+    factory = site.requestFactory
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return factory(*args, **kwargs)
+
+    site.requestFactory = counting  # type: ignore[assignment]
+
+
+def residentMemory(pid: int | str = "self") -> int | None:
+    """
+    The resident memory of a process in bytes, from C{/proc}, or L{None}.
+    """
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@define(slots=False, eq=False)
+class WorkerLink(Service):
+    """
+    The worker's side: adopt the sockets, report ready and stats, and stop
+    when the lifeline closes.
+
+    @ivar given: What the supervisor gave this worker.
+    @ivar reactor: The reactor (reads the lifeline, stops).
+    @ivar requests: C{[count]} of requests served, kept by L{countRequests}.
+    """
+
+    given: WorkerInheritance
+    reactor: Any
+    requests: list[int] = field(factory=lambda: [0])
+    _write: Callable[[int, bytes], int] = os.write
+    _close: Callable[[int], None] = os.close
+    _read: Callable[[int, int], bytes] = os.read
+    _setBlocking: Callable[[int, bool], None] = os.set_blocking
+    _memory: Callable[[], int | None] = residentMemory
+    _stats: IDelayedCall | None = field(default=None, init=False)
+    _lifeline: Any = field(default=None, init=False)
+    _log = Logger()
+
+    def __attrs_post_init__(self) -> None:
+        Service.__init__(self)
+
+    def adopt(self, endpoints: Iterable[Any]) -> None:
+        """
+        Give each endpoint the socket the supervisor passed for its identity.
+
+        @raise ListenFailed: The supervisor passed no socket for one of them.
+        """
+        sockets = self.given.inheritance.sockets
+        for endpoint in endpoints:
+            passed = sockets.get(endpoint.identity)
+            if passed is None or passed[1] != endpoint.address.family:
+                raise ListenFailed(
+                    f"Worker {self.given.index}: the supervisor passed no socket for "
+                    f"{endpoint.address.description}. A worker runs the supervisor's own command; "
+                    "start the supervisor again."
+                )
+            endpoint.inheritedFileno = passed[0]
+
+    def startService(self) -> None:
+        super().startService()
+        # After the service's own start-up work, which also runs when the
+        # reactor starts: ready means serving, with its signal handlers.
+        self.reactor.callWhenRunning(self.reactor.callLater, 0, self._ready)
+
+    def _ready(self) -> None:
+        readyFD = self.given.inheritance.readyFD
+        assert readyFD is not None
+        # The supervisor may be slow to read: never block on it.
+        self._setBlocking(readyFD, False)
+        self._send("ready", worker=self.given.index)
+        self._log.info(
+            "Worker {worker} serving as pid {pid}, supervisor {supervisorPID}",
+            worker=self.given.index,
+            pid=os.getpid(),
+            supervisorPID=self.given.inheritance.parentPID,
+            phase="worker-serving",
+        )
+        self._watchLifeline()
+        self._stats = self.reactor.callLater(STATS_INTERVAL, self._report)
+
+    def _report(self) -> None:
+        self._stats = None
+        self._send("stats", requests=self.requests[0], rss=self._memory())
+        if self.running:
+            self._stats = self.reactor.callLater(STATS_INTERVAL, self._report)
+
+    def _send(self, state: str, **fields: Any) -> None:
+        readyFD = self.given.inheritance.readyFD
+        assert readyFD is not None
+        line = json.dumps(dict(fields, state=state, pid=os.getpid()), sort_keys=True).encode() + b"\n"
+        try:
+            self._write(readyFD, line)
+        except BlockingIOError:
+            pass  # The supervisor is behind: this report is dropped.
+        except OSError:
+            pass  # The supervisor is gone: the lifeline says so.
+
+    def _watchLifeline(self) -> None:
+        from ._parent import _Lifeline
+
+        lifelineFD = self.given.inheritance.lifelineFD
+        assert lifelineFD is not None
+        self._setBlocking(lifelineFD, False)
+        self._lifeline = _Lifeline(lifelineFD, lambda line: None, self._lifelineClosed, self._read)
+        self.reactor.addReader(self._lifeline)
+
+    def _lifelineClosed(self) -> None:
+        lifeline, self._lifeline = self._lifeline, None
+        if lifeline is None:
+            return
+        self.reactor.removeReader(lifeline)
+        self._close(lifeline.fileno())
+        self._log.info(
+            "Supervisor {supervisorPID} asked this worker to stop (or has exited): draining",
+            supervisorPID=self.given.inheritance.parentPID,
+            worker=self.given.index,
+            phase="worker-stopping",
+        )
+        try:
+            self.reactor.stop()
+        except Exception:
+            pass  # Stopping already.
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._stats is not None and self._stats.active():
+            self._stats.cancel()
+        self._stats = None
+
+
+WORKER_IGNORES = (signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1)
