@@ -47,6 +47,18 @@ class Reporter:
         if self.statusFile is not None and self._ofRecord:
             self.statusFile.update(**changes)
 
+    def workers(self, **fields: Any) -> None:
+        """
+        The supervisor's workers changed (C{workers}, C{crashLoop},
+        C{rollout}).  Kept until this process is of record, then written.
+        """
+        if self.statusFile is None:
+            return
+        if self._ofRecord:
+            self.statusFile.update(**fields)
+        else:
+            self.statusFile.status.update(fields)
+
     def serving(self, generation: int, endpoints: dict[str, str | None], started: float) -> None:
         """
         This process serves alone: at first start, or once its predecessor

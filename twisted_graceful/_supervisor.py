@@ -37,9 +37,8 @@ from ._drain import DEFAULT_IDLE_GRACE
 from ._errors import ChildExitedEarly, ChildReadyTimeout
 from ._inherit import encodeHandover
 from ._pool import Pool, PoolCore, RolloutOutcome, WorkerHandle, poolFor
-from ._report import Reporter
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
-from ._signals import SignalRouter
+from ._signals import ServiceSignals, SignalRouter
 from ._workers import WORKER_IGNORES, workerCommand, workerEnvironment
 
 DEFAULT_STOP_GRACE = 10.0
@@ -153,14 +152,6 @@ class _HeldSocket(GracefulSiteService):
         super().stopAccepting(handOver=True)
 
 
-class _SupervisorReporter(Reporter):
-    def workers(self, **fields: Any) -> None:
-        """
-        The workers changed: C{workers}, C{crashLoop}, C{rollout}.
-        """
-        self._update(**fields)
-
-
 class _PoolService(Service):
     """
     Stops the pool when the supervisor stops (after its endpoints).
@@ -201,8 +192,7 @@ class SupervisorService(GracefulService):
         @param kwargs: As for L{GracefulService}.
         """
         super().__init__(**kwargs)
-        self._report = _SupervisorReporter(self._reporter.statusFile, self._reporter.notifier)
-        self._reporter = self._report
+        self._workerDirectory = os.getcwd()
         self._workerArgv = list(workerArgv) if workerArgv is not None else None
         self._workerReadyTimeout = kwargs.get("readyTimeout", DEFAULT_READY_TIMEOUT)
         self.poolCore = PoolCore(
@@ -245,18 +235,32 @@ class SupervisorService(GracefulService):
         )
 
     def _poolFull(self) -> None:
-        GracefulService._reactorRunning(self)
-        self._poolChanged()
-
-    def _servingAlone(self) -> None:
-        super()._servingAlone()
+        # As GracefulService._reactorRunning, but SIGHUP replaces the
+        # workers, not the supervisor: routed so before ready is announced.
+        if self._handleSignals:
+            ServiceSignals(
+                self._clock,
+                stopping=lambda: self.stopping,
+                cutShort=lambda: self.cutShort(),
+                restart=lambda: self.restart().addErrback(lambda f: None),
+                reopenLogs=lambda: self._reopenLogs(),
+                restartSignal=self._restartSignal,
+                hangup="ignore",
+            ).install(self._signalModule)
+            if self._hangup == "restart":
+                SignalRouter(self._clock, self._signalModule).onSignal(signal.SIGHUP, self._hangupReceived)
+        for fileno in self._unusedInherited:
+            self._closeInherited(fileno)
+        self._unusedInherited = []
+        assert self._succession is not None
+        self._succession.ready()
         self._poolChanged()
 
     def _poolChanged(self) -> None:
         if self._statusCall is not None and self._statusCall.active():
             self._statusCall.cancel()
         self._statusCall = None
-        self._report.workers(workers=self.poolCore.listing(), crashLoop=self.poolCore.crashLooping())
+        self._reporter.workers(workers=self.poolCore.listing(), crashLoop=self.poolCore.crashLooping())
 
     def _workerCommand(self) -> list[str]:
         argv = self._workerArgv if self._workerArgv is not None else [sys.executable, *sys.orig_argv[1:]]
@@ -274,7 +278,7 @@ class SupervisorService(GracefulService):
         command = self._workerCommand()
         try:
             self._clock.spawnProcess(
-                worker, command[0], command, env=environ, path=self._launchDirectory, childFDs=handover.childFDs
+                worker, command[0], command, env=environ, path=self._workerDirectory, childFDs=handover.childFDs
             )
         except Exception as e:
             error = ChildExitedEarly(f"Cannot start a worker {command!r}: {e}")
@@ -306,34 +310,31 @@ class SupervisorService(GracefulService):
             during another rollout, L{NotReadyToRestart} while starting or
             stopping.
         """
-        self._report.workers(rollout={"generation": self.poolCore.generation + 1, "outcome": "pending"})
+        self._reporter.workers(rollout={"generation": self.poolCore.generation + 1, "outcome": "pending"})
         result = self.pool.rollingRestart()
         result.addCallbacks(self._rolloutDone, self._rolloutFailed)
         return result
 
     def _rolloutDone(self, outcome: RolloutOutcome) -> RolloutOutcome:
-        self._report.workers(
+        self._reporter.workers(
             rollout={"generation": outcome.generation, "outcome": "ok", "elapsed": round(outcome.elapsed, 3)}
         )
         self._reporter.notifier.status(f"Workers replaced: generation {outcome.generation}")
         return outcome
 
     def _rolloutFailed(self, failure: Failure) -> Failure:
-        self._report.workers(
+        self._reporter.workers(
             rollout={"generation": self.poolCore.generation, "outcome": "failed", "reason": failure.getErrorMessage()}
         )
         self._reporter.notifier.status(f"Rolling restart failed, old workers serve on: {failure.getErrorMessage()}")
         return failure
 
     def _hangupReceived(self, signum: int) -> None:
-        if self._hangup != "restart":
-            super()._hangupReceived(signum)
-            return
         self._log.info("Received SIGHUP: replacing the workers one at a time", signal="SIGHUP", phase="rollout-signal")
         self.rollingRestart().addErrback(lambda f: None)  # Logged by the pool.
 
-    def _reopenLogsReceived(self, signum: int) -> None:
-        super()._reopenLogsReceived(signum)
+    def _reopenLogFiles(self) -> None:
+        super()._reopenLogFiles()
         for worker in self.poolCore.workers:
             worker.handle.sendSignal(signal.SIGUSR1)  # type: ignore[attr-defined]
 
