@@ -8,152 +8,18 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.test import iosim
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful._drain import isDraining
 from twisted_graceful._h2drain import BUSY_BOUND, LINGER, MAX_STREAM_ID, PING_BOUND
 
-from ._http import DrainHarness, EchoResource, RawClient
+from ._http import DrainHarness, EchoResource
 
 pytest.importorskip("h2", reason="twisted[http2] is not installed")
 
-import hpack  # noqa: E402
-from hyperframe.frame import (  # noqa: E402
-    DataFrame,
-    Frame,
-    GoAwayFrame,
-    HeadersFrame,
-    PingFrame,
-    RstStreamFrame,
-    SettingsFrame,
-    WindowUpdateFrame,
-)
+from ._h2 import DEFAULT_WINDOW, REFUSED_STREAM, connectH2, dataOf, summary  # noqa: E402
 
 DRAIN_TIMEOUT = 30.0
-REFUSED_STREAM = 7
-DEFAULT_WINDOW = 65535
-MAX_FRAME = 16384
-
-
-class H2Client:
-    """
-    Writes HTTP/2 frames by hand and parses what the server sends, with no
-    state machine of its own: it can do what a client does in a race.
-    """
-
-    def __init__(self, raw: RawClient, pump: iosim.IOPump, clock: Any) -> None:
-        self.raw = raw
-        self.pump = pump
-        self.clock = clock
-        self.encoder = hpack.Encoder()
-        self.offset = 0
-        self.frames: list[Any] = []
-        self.connectionWindow = DEFAULT_WINDOW
-        self.windowUpdates: list[int] = []
-        self.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
-
-    def send(self, data: bytes) -> None:
-        self.pump.client.transport.write(data)
-        self.flush()
-
-    def flush(self) -> None:
-        # H2Connection sends stream data from a call on its reactor.
-        for _ in range(5):
-            self.pump.flush()
-            self.clock.advance(0)
-
-    def get(self, streamID: int, path: str = "/") -> None:
-        frame = HeadersFrame(streamID)
-        frame.data = self.encoder.encode(
-            [(":method", "GET"), (":scheme", "https"), (":authority", "test"), (":path", path)]
-        )
-        frame.flags.add("END_HEADERS")
-        frame.flags.add("END_STREAM")
-        self.send(frame.serialize())
-
-    def post(self, streamID: int, path: str = "/", body: int = 0, end: bool = True) -> None:
-        """
-        Open a stream with the headers of a POST, and C{body} bytes of DATA
-        in the same write; the stream ends if C{end}.
-        """
-        frame = HeadersFrame(streamID)
-        frame.data = self.encoder.encode(
-            [(":method", "POST"), (":scheme", "https"), (":authority", "test"), (":path", path)]
-        )
-        frame.flags.add("END_HEADERS")
-        self.send(frame.serialize() + self.data(streamID, body, end))
-
-    def body(self, streamID: int, size: int, end: bool = True) -> None:
-        """
-        Send C{size} bytes of DATA on a stream, in one write.
-        """
-        self.received()
-        self.send(self.data(streamID, size, end))
-
-    def data(self, streamID: int, size: int, end: bool) -> bytes:
-        """
-        DATA frames carrying C{size} bytes, as far as the connection's
-        flow-control window allows.
-        """
-        if size > self.connectionWindow:
-            raise AssertionError(f"{size} bytes do not fit the connection window of {self.connectionWindow}")
-        self.connectionWindow -= size
-        data = b""
-        for start in range(0, size, MAX_FRAME):
-            frame = DataFrame(streamID, b"x" * min(MAX_FRAME, size - start))
-            if end and start + MAX_FRAME >= size:
-                frame.flags.add("END_STREAM")
-            data += frame.serialize()
-        return data
-
-    def received(self) -> list[Any]:
-        """
-        The frames received since the last call, but SETTINGS and
-        WINDOW_UPDATE.
-        """
-        self.flush()
-        data = self.raw.received
-        new = []
-        while len(data) - self.offset >= 9:
-            frame, length = Frame.parse_frame_header(memoryview(data[self.offset : self.offset + 9]))
-            if len(data) - self.offset - 9 < length:
-                break
-            frame.parse_body(memoryview(data[self.offset + 9 : self.offset + 9 + length]))
-            self.offset += 9 + length
-            if isinstance(frame, WindowUpdateFrame) and frame.stream_id == 0:
-                self.connectionWindow += frame.window_increment
-                self.windowUpdates.append(frame.window_increment)
-            if frame.type not in (SettingsFrame.type, WindowUpdateFrame.type):
-                new.append(frame)
-        self.frames += new
-        return new
-
-    def ackPing(self, ping: Any) -> None:
-        self.send(PingFrame(0, opaque_data=ping.opaque_data, flags=["ACK"]).serialize())
-
-
-def summary(frames: list[Any]) -> list[tuple[str, int]]:
-    """
-    Each frame as (type, stream or last stream id), with END_STREAM noted
-    and the DATA frames of one body as one.
-    """
-    out = []
-    for frame in frames:
-        if isinstance(frame, GoAwayFrame):
-            out.append(("GOAWAY", frame.last_stream_id))
-        elif isinstance(frame, PingFrame):
-            out.append(("PING ACK" if "ACK" in frame.flags else "PING", 0))
-        elif isinstance(frame, RstStreamFrame):
-            out.append((f"RST_STREAM {frame.error_code}", frame.stream_id))
-        elif isinstance(frame, HeadersFrame):
-            out.append(("HEADERS", frame.stream_id))
-        elif isinstance(frame, DataFrame):
-            # One body, however many frames carry it.
-            if out and out[-1] == ("DATA", frame.stream_id):
-                out.pop()
-            out.append(("DATA END" if "END_STREAM" in frame.flags else "DATA", frame.stream_id))
-    return out
 
 
 class TwoStepGoAwayTests(SynchronousTestCase):
@@ -165,18 +31,8 @@ class TwoStepGoAwayTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.h = DrainHarness(idleGrace=0.5, resource=EchoResource())
-        from twisted.web import _http2, http
-
-        self.patch(http, "H2Connection", lambda: _http2.H2Connection(self.h.clock))
-        server = self.h.factory.buildProtocol(iosim.FakeAddress())
-        assert server is not None
-        raw = RawClient()
-        serverTransport = iosim.makeFakeServer(server)
-        serverTransport.negotiatedProtocol = b"h2"  # what ALPN on TLS sets
-        pump = iosim.connect(server, serverTransport, raw, iosim.makeFakeClient(raw), clock=self.h.clock)
-        self.h.pumps.append(pump)
-        self.raw = raw
-        self.client = H2Client(raw, pump, self.h.clock)
+        self.client = connectH2(self, self.h)
+        self.raw = self.client.raw
         self.client.get(1)
         self.assertEqual(summary(self.client.received()), [("HEADERS", 1), ("DATA END", 1)])
 
@@ -376,7 +232,7 @@ class TwoStepGoAwayTests(SynchronousTestCase):
                 break
         frames = self.client.received()
         self.assertEqual(summary(frames), [("HEADERS", 3), ("DATA END", 3)])
-        self.assertEqual(b"".join(f.data for f in frames if isinstance(f, DataFrame)), b"read %d" % (DEFAULT_WINDOW,))
+        self.assertEqual(dataOf(frames, 3), b"read %d" % (DEFAULT_WINDOW,))
         self.h.clock.advance(LINGER)
         self.client.flush()
         self.assertTrue(self.successResultOf(d).clean)
