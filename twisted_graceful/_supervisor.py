@@ -142,9 +142,10 @@ class _HeldSocket(GracefulSiteService):
         self._pause()
 
     def _pause(self) -> None:
-        port = self.port
-        if port is not None:
-            port.stopReading()  # type: ignore[attr-defined]
+        self.listener.pause()
+        # A rollback resumes the endpoints it paused for the hand-over: the
+        # workers accept, this copy stays paused.
+        self.listener.resume = lambda: None  # type: ignore[method-assign]
 
     def stopAccepting(self, handOver: bool = False) -> None:
         # Close this copy without accepting what the kernel queued: the

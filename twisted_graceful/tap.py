@@ -512,6 +512,7 @@ def _makeSupervisor(options: Options) -> GracefulService:
         restartSignal=options["restart-signal"],
         hangup=options["sighup"],
         readyTimeout=options["ready-timeout"],
+        probation=options["probation"],
         pidFile=options["pidfile"],
     )
     for description in options["ports"]:

@@ -214,3 +214,40 @@ async def test_brokenRolloutStops(servers: list[ServerProcess], tmp_path: Path) 
     assert workerPids(server) == old
     rollout = status(tmp_path)["rollout"]
     assert rollout["outcome"] == "failed"  # type: ignore[index]
+
+
+@pytest_twisted.ensureDeferred
+async def test_treeUpgradeUnderLoad(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    SIGUSR2 upgrades the whole tree under load: a new supervisor starts its
+    own workers, the pid file names it once they are ready, the old
+    supervisor and its workers exit; no request fails.
+    """
+    server, port = await startSupervisor(servers, tmp_path, "--probation", "0.5")
+    await until("the pid file", lambda: (tmp_path / "twistd.pid").exists())
+    old = workerPids(server)
+    url = f"http://127.0.0.1:{port}/"
+    fresh = FreshLoop(url)
+    fresh.start()
+    kept = LoadLoop(url, keepAlive=True, concurrency=2)
+    kept.start()
+    server.signal(signal.SIGUSR2)
+    spawned = await server.waitForPhase("child-spawned", pid=server.pid)
+    successor = await server.waitFor(
+        "the new supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == spawned["childPID"],
+        timeout=20,
+    )
+    await server.waitForDirectExit(timeout=20)
+    for pid in old:
+        await waitUntilGone(pid, timeout=10)
+    await until("the pid file naming the new supervisor",
+                lambda: (tmp_path / "twistd.pid").read_text().strip() == str(successor["pid"]))
+    new = {e["workerPID"] for e in server.events if e.get("phase") == "worker-ready" and e["pid"] == successor["pid"]}
+    assert len(new) == 2
+    await until("the new workers answering", lambda: fresh.pidsSince(0) & new == new)
+    await kept.stop()
+    await fresh.stop()
+    assert kept.failures == [] and fresh.failedSince(0) == []
+    os.kill(successor["pid"], signal.SIGTERM)
+    for pid in {successor["pid"], *new}:
+        await waitUntilGone(pid, timeout=10)
