@@ -17,7 +17,7 @@ from ._http import DrainHarness, EchoResource
 
 pytest.importorskip("h2", reason="twisted[http2] is not installed")
 
-from ._h2 import DEFAULT_WINDOW, REFUSED_STREAM, connectH2, dataOf, summary  # noqa: E402
+from ._h2 import DEFAULT_WINDOW, REFUSED_STREAM, H2Client, connectH2, dataOf, summary  # noqa: E402, F401
 
 DRAIN_TIMEOUT = 30.0
 
