@@ -135,6 +135,27 @@ class StatusCommandTests(ControlTestCase):
         self.assertEqual(self.out[-1], "last restart: failed (exit status 1)")
         self.assertEqual((self.fake.sent, self.err), ([], []))
 
+    def test_workers(self) -> None:
+        """
+        C{status} lists a supervisor's workers, says when they are in a
+        crash loop, and gives the last rollout's outcome.
+        """
+        self.status.update(
+            workers=[
+                {"pid": 11, "generation": 2, "state": "ready", "requests": 40, "started": 0.0},
+                {"pid": 12, "generation": 1, "state": "draining", "requests": 7, "started": 0.0},
+            ],
+            crashLoop=True,
+            rollout={"generation": 3, "outcome": "failed", "reason": "Worker 13 exited"},
+        )
+        self.assertEqual(self.command("status"), ExitStatus.OK)
+        self.assertEqual(self.out[-4:], [
+            "workers: 2 (crash loop: workers keep failing)",
+            "worker: pid 11 generation 2 ready requests 40",
+            "worker: pid 12 generation 1 draining requests 7",
+            "last rollout: failed (generation 3): Worker 13 exited",
+        ])
+
     def test_upgrading(self) -> None:
         self.status.update(state="upgrading")
         self.command("status")

@@ -350,7 +350,29 @@ def showStatus(pidFile: str, out: Callable[[str], None], system: System | None =
     if last:
         detail = last.get("reason") or (f"pid {last['pid']}" if last.get("pid") else "")
         out(f"last restart: {last.get('outcome')}" + (f" ({detail})" if detail else ""))
+    _showWorkers(status, out)
     return ExitStatus.OK
+
+
+def _showWorkers(status: dict[str, Any], out: Callable[[str], None]) -> None:
+    """
+    Print the workers of a C{--workers} supervisor, one line each.
+    """
+    workers = status.get("workers")
+    if not isinstance(workers, list):
+        return
+    out(f"workers: {len(workers)}" + (" (crash loop: workers keep failing)" if status.get("crashLoop") else ""))
+    for worker in workers:
+        if isinstance(worker, dict):
+            out(
+                f"worker: pid {worker.get('pid')} generation {worker.get('generation')} "
+                f"{worker.get('state')} requests {worker.get('requests')}"
+            )
+    rollout = status.get("rollout")
+    if isinstance(rollout, dict):
+        detail = rollout.get("reason") or ""
+        out(f"last rollout: {rollout.get('outcome')} (generation {rollout.get('generation')})"
+            + (f": {detail}" if detail else ""))
 
 
 def _parser() -> argparse.ArgumentParser:
