@@ -16,6 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted_graceful._inherit import (
     ALL_VARIABLES,
     ENV_GENERATION,
+    ENV_HANDOFF_FD,
     ENV_LIFELINE_FD,
     ENV_PARENT_PID,
     ENV_READY_FD,
@@ -62,8 +63,14 @@ def decode(
                 pipes[int(environ[variable])] = direction
     return Inheritance.fromEnvironment(
         environ, getppid=lambda: parent, familyOf=fakeFamily, identify=BOUND.get, pipeOf=pipes.get,
-        parentExited=closed.__contains__,
+        parentExited=closed.__contains__, channelOf=CHANNELS.__contains__,
     )
+
+
+CHANNELS = {11, 20}
+"""
+The fake descriptors that are hand-off channels.
+"""
 
 
 class RoundTripTests(SynchronousTestCase):
@@ -259,3 +266,70 @@ class RealSocketFamilyTests(SynchronousTestCase):
 
 
 _ = (ENV_GENERATION, ENV_LIFELINE_FD, ENV_PARENT_PID, ENV_READY_FD)
+
+
+class HandoffChannelTests(SynchronousTestCase):
+    """
+    The hand-off channel travels with the other descriptors; one that is
+    not a channel is ignored with a warning.
+    """
+
+    def setUp(self) -> None:
+        self.events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+
+    def test_roundTrip(self) -> None:
+        """
+        The channel is passed after the pipes and announced.
+        """
+        handover = encodeHandover({"tcp:8080:interface=0.0.0.0": 17}, PARENT, 1, handoff=42)
+        self.assertEqual((handover.handoffFD, handover.childFDs[6]), (6, 42))
+        environ = dict(handover.environ)
+        inheritance = decode(environ, pipes={4: "w", 5: "r"})
+        self.assertIsNone(inheritance.handoffFD, "6 is not a channel here")
+        handover = encodeHandover({"a": 17, "b": 18, "c": 19, "d": 20, "e": 21, "f": 22, "g": 23, "h": 24}, PARENT, 1, handoff=42)
+        self.assertEqual(handover.handoffFD, 13)
+
+    def test_announced(self) -> None:
+        """
+        A valid channel descriptor is decoded.
+        """
+        environ = dict(encodeHandover({}, PARENT, 1).environ, **{ENV_HANDOFF_FD: "11"})
+        self.assertEqual(decode(environ).handoffFD, 11)
+        self.assertEqual(list(self.events), [])
+
+    def test_none(self) -> None:
+        """
+        Without the variable there is no channel, and no warning.
+        """
+        self.assertIsNone(decode(dict(encodeHandover({}, PARENT, 1).environ)).handoffFD)
+        self.assertEqual(list(self.events), [])
+
+    def test_garbage(self) -> None:
+        """
+        Garbage, a descriptor that is not a channel, or one of the pipes, is
+        ignored with a warning; the sockets and pipes are inherited still.
+        """
+        for value in ("x", "-1", "2", "12", "", "3", "4"):
+            handover = encodeHandover({"tcp:8080:interface=0.0.0.0": 17}, PARENT, 1)
+            environ = dict(handover.environ, **{ENV_HANDOFF_FD: value})
+            inheritance = decode(environ)
+            self.assertIsNone(inheritance.handoffFD, value)
+            self.assertEqual(inheritance.readyFD, handover.readyFD, value)
+        self.assertEqual([e["phase"] for e in self.events], ["inherit-ignored"] * 7)
+
+    def test_isHandoffChannel(self) -> None:
+        from twisted_graceful._handoff import makeChannel
+        from twisted_graceful._inherit import isHandoffChannel
+
+        ours, theirs = makeChannel()
+        self.addCleanup(ours.close)
+        self.addCleanup(theirs.close)
+        self.assertFalse(isHandoffChannel(theirs.fileno()), "not inherited")
+        theirs.set_inheritable(True)
+        self.assertTrue(isHandoffChannel(theirs.fileno()))
+        stream, other = socket.socketpair()
+        self.addCleanup(stream.close)
+        self.addCleanup(other.close)
+        stream.set_inheritable(True)
+        self.assertFalse(isHandoffChannel(stream.fileno()))
+        self.assertFalse(isHandoffChannel(9999))

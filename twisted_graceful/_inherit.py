@@ -35,7 +35,8 @@ ENV_PARENT_PID = "TWISTED_GRACEFUL_PARENT_PID"
 ENV_READY_FD = "TWISTED_GRACEFUL_READY_FD"
 ENV_LIFELINE_FD = "TWISTED_GRACEFUL_LIFELINE_FD"
 ENV_GENERATION = "TWISTED_GRACEFUL_GENERATION"
-ALL_VARIABLES = (ENV_SOCKETS, ENV_PARENT_PID, ENV_READY_FD, ENV_LIFELINE_FD, ENV_GENERATION)
+ENV_HANDOFF_FD = "TWISTED_GRACEFUL_HANDOFF_FD"
+ALL_VARIABLES = (ENV_SOCKETS, ENV_PARENT_PID, ENV_READY_FD, ENV_LIFELINE_FD, ENV_GENERATION, ENV_HANDOFF_FD)
 FIRST_CHILD_FD = 3
 
 _log = Logger()
@@ -126,6 +127,24 @@ def pipeDirection(fileno: int) -> str | None:
     return {os.O_RDONLY: "r", os.O_WRONLY: "w"}.get(mode)
 
 
+def isHandoffChannel(fileno: int) -> bool:
+    """
+    Whether C{fileno} is an inherited UNIX C{SOCK_SEQPACKET} socket: the
+    successor's end of a hand-off channel
+    (L{twisted_graceful._handoff.makeChannel}).
+    """
+    try:
+        if not stat.S_ISSOCK(os.fstat(fileno).st_mode) or not os.get_inheritable(fileno):
+            return False
+        probe = socket.socket(fileno=os.dup(fileno))
+    except OSError:
+        return False
+    try:
+        return probe.family == socket.AF_UNIX and probe.type == socket.SOCK_SEQPACKET
+    finally:
+        probe.close()
+
+
 def writerGone(fileno: int) -> bool:
     """
     Whether every writer of the pipe C{fileno} has closed it (the old
@@ -153,6 +172,8 @@ class Inheritance:
     @ivar generation: 1 for a first start, one more at each restart.
     @ivar refused: Listening sockets announced under an identity they are
         not bound to: not served, to be closed.
+    @ivar handoffFD: The successor's end of the hand-off channel, on which
+        the old process passes kept-alive connections, or L{None}.
     """
 
     sockets: dict[str, tuple[int, socket.AddressFamily]] = field(factory=dict)
@@ -161,6 +182,7 @@ class Inheritance:
     lifelineFD: int | None = None
     generation: int = 1
     refused: tuple[int, ...] = ()
+    handoffFD: int | None = None
 
     @classmethod
     def fromEnvironment(
@@ -171,6 +193,7 @@ class Inheritance:
         identify: Callable[[int], str | None] = socketIdentity,
         pipeOf: Callable[[int], str | None] = pipeDirection,
         parentExited: Callable[[int], bool] = writerGone,
+        channelOf: Callable[[int], bool] = isHandoffChannel,
     ) -> Inheritance:
         """
         Read and remove the inheritance variables from C{environ}.
@@ -185,6 +208,8 @@ class Inheritance:
         @param parentExited: Tells from the lifeline whether the old process
             has exited (L{writerGone}).  A process whose parent died while it
             started has another parent pid by then; the lifeline says why.
+        @param channelOf: Tells whether a descriptor is a hand-off channel
+            (L{isHandoffChannel}).
         """
         raw = {name: environ.pop(name) for name in ALL_VARIABLES if name in environ}
         if not raw:
@@ -266,7 +291,22 @@ class Inheritance:
                 continue
             sockets[identity] = (fileno, family)
         generation = _positiveInt(raw.get(ENV_GENERATION)) or 2
-        return cls(sockets, parent, readyFD, lifelineFD, generation, tuple(refused))
+        handoffFD = _descriptor(raw.get(ENV_HANDOFF_FD))
+        if ENV_HANDOFF_FD in raw and (
+            handoffFD is None
+            or handoffFD in (readyFD, lifelineFD)
+            or any(handoffFD == f for f, _ in sockets.values())
+            or not channelOf(handoffFD)
+        ):
+            _log.warn(
+                "Ignoring {variable}={value!r}: not an inherited hand-off channel; kept-alive "
+                "connections of the previous process will not move to this one",
+                variable=ENV_HANDOFF_FD,
+                value=raw.get(ENV_HANDOFF_FD),
+                phase="inherit-ignored",
+            )
+            handoffFD = None
+        return cls(sockets, parent, readyFD, lifelineFD, generation, tuple(refused), handoffFD)
 
 
 def _positiveInt(text: str | None) -> int | None:
@@ -296,18 +336,26 @@ class Handover:
 
     @ivar readyFD: The successor's descriptor for the ready pipe.
     @ivar lifelineFD: The successor's descriptor for the lifeline.
+    @ivar handoffFD: The successor's descriptor for the hand-off channel, or
+        L{None}.
     """
 
     environ: dict[str, str]
     childFDs: dict[int, int | str]
     readyFD: int
     lifelineFD: int
+    handoffFD: int | None = None
 
 
-def encodeHandover(sockets: dict[str, int], parentPID: int, generation: int) -> Handover:
+def encodeHandover(
+    sockets: dict[str, int], parentPID: int, generation: int, handoff: int | None = None
+) -> Handover:
     """
     Describe a successor that inherits C{sockets} (identity to descriptor in
     this process), with its standard I/O shared with this process.
+
+    @param handoff: This process's descriptor of the successor's end of a
+        hand-off channel, or L{None} for none.
     """
     childFDs: dict[int, int | str] = {0: 0, 1: 1, 2: 2}
     table: dict[str, int] = {}
@@ -328,4 +376,9 @@ def encodeHandover(sockets: dict[str, int], parentPID: int, generation: int) -> 
         ENV_LIFELINE_FD: str(lifelineFD),
         ENV_GENERATION: str(generation + 1),
     }
-    return Handover(environ, childFDs, readyFD, lifelineFD)
+    handoffFD = None
+    if handoff is not None:
+        handoffFD = lifelineFD + 1
+        childFDs[handoffFD] = handoff
+        environ[ENV_HANDOFF_FD] = str(handoffFD)
+    return Handover(environ, childFDs, readyFD, lifelineFD, handoffFD)
