@@ -330,21 +330,35 @@ class GracefulService(MultiService):
 
     def _reactorRunning(self) -> None:
         if self._handleSignals:
-            ServiceSignals(
-                self._clock,
-                stopping=lambda: self.stopping,
-                cutShort=lambda: self.cutShort(),
-                # Failures are logged by the restart machine.
-                restart=lambda: self.restart().addErrback(lambda f: None),
-                reopenLogs=lambda: self._reopenLogs(),
-                restartSignal=self._restartSignal,
-                hangup=self._hangup,
-            ).install(self._signalModule)
+            self._installSignals(self._hangup)
+        self._closeUnusedInherited()
+        assert self._succession is not None
+        self._succession.ready()
+
+    def _installSignals(self, hangup: str) -> None:
+        """
+        Route the stop, restart and log-reopening signals to this service.
+
+        @param hangup: What SIGHUP does, as for L{ServiceSignals}.
+        """
+        ServiceSignals(
+            self._clock,
+            stopping=lambda: self.stopping,
+            cutShort=lambda: self.cutShort(),
+            # Failures are logged by the restart machine.
+            restart=lambda: self.restart().addErrback(lambda f: None),
+            reopenLogs=lambda: self._reopenLogs(),
+            restartSignal=self._restartSignal,
+            hangup=hangup,
+        ).install(self._signalModule)
+
+    def _closeUnusedInherited(self) -> None:
+        """
+        Close the inherited fds that no endpoint adopted.
+        """
         for fileno in self._unusedInherited:
             self._closeInherited(fileno)
         self._unusedInherited = []
-        assert self._succession is not None
-        self._succession.ready()
 
     _closeInherited = staticmethod(os.close)
     _signalModule: ISignalModule = signal

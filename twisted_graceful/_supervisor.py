@@ -38,7 +38,7 @@ from ._errors import ChildExitedEarly, ChildReadyTimeout
 from ._inherit import encodeHandover
 from ._pool import Pool, PoolCore, RolloutOutcome, WorkerHandle, poolFor
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
-from ._signals import ServiceSignals, SignalRouter
+from ._signals import SignalRouter
 from ._workers import WORKER_IGNORES, workerCommand, workerEnvironment
 
 DEFAULT_STOP_GRACE = 10.0
@@ -223,7 +223,7 @@ class SupervisorService(GracefulService):
         if self._handleSignals:
             # Until the workers are ready: their default action would kill
             # the supervisor.
-            router = SignalRouter(self._clock)
+            router = SignalRouter(self._clock, self._signalModule)
             for signum in {signal.SIGHUP, signal.SIGUSR1, self._restartSignal or signal.SIGUSR2}:
                 router.onSignal(signum, self._tooEarly)
         self.pool.start()
@@ -239,20 +239,10 @@ class SupervisorService(GracefulService):
         # As GracefulService._reactorRunning, but SIGHUP replaces the
         # workers, not the supervisor: routed so before ready is announced.
         if self._handleSignals:
-            ServiceSignals(
-                self._clock,
-                stopping=lambda: self.stopping,
-                cutShort=lambda: self.cutShort(),
-                restart=lambda: self.restart().addErrback(lambda f: None),
-                reopenLogs=lambda: self._reopenLogs(),
-                restartSignal=self._restartSignal,
-                hangup="ignore",
-            ).install(self._signalModule)
+            self._installSignals("ignore")
             if self._hangup == "restart":
                 SignalRouter(self._clock, self._signalModule).onSignal(signal.SIGHUP, self._hangupReceived)
-        for fileno in self._unusedInherited:
-            self._closeInherited(fileno)
-        self._unusedInherited = []
+        self._closeUnusedInherited()
         assert self._succession is not None
         self._succession.ready()
         self._poolChanged()
