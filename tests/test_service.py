@@ -588,6 +588,11 @@ class RestartTests(SynchronousTestCase):
         self.assertEqual(json.loads(process.env["TWISTED_GRACEFUL_SOCKETS"]), {endpoint.identity: 3})
         self.assertEqual(process.env["TWISTED_GRACEFUL_PARENT_PID"], str(os.getpid()))
         self.assertEqual(process.env["TWISTED_GRACEFUL_GENERATION"], "2")
+        # The successor's end of the hand-off channel follows the pipes (it
+        # is closed here once the successor is spawned).
+        handoff = process.childFDs.pop(6)
+        self.assertIsInstance(handoff, int)
+        self.assertEqual(process.env["TWISTED_GRACEFUL_HANDOFF_FD"], "6")
         self.assertEqual(
             process.childFDs, {0: 0, 1: 1, 2: 2, 3: port.fileno(), readyFD: "r", lifelineFD: "w"}
         )

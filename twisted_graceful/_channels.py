@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_drain -*-
 """
 How each connection of a drained L{twisted.web.server.Site} drains: an
-HTTP/1.1 channel answers with C{Connection: close} and closes once idle, a
-channel upgraded to a WebSocket is closed with a close frame, and an HTTP/2
-connection hands over to L{twisted_graceful._h2drain}.
+HTTP/1.1 channel answers with C{Connection: close} and closes once idle (or,
+during a restart, moves to the successor once idle, through the drain's
+mover), a channel upgraded to a WebSocket is closed with a close frame, and
+an HTTP/2 connection hands over to L{twisted_graceful._h2drain}.
 L{twisted_graceful._drain.DrainingFactory} counts them and ends the drain.
 """
 
@@ -16,6 +17,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from ._h2drain import BUSY_BOUND, HTTP2Drain
+from ._movable import ConnectionMoved, detach
 
 if TYPE_CHECKING:
     from ._drain import DrainingFactory
@@ -31,12 +33,20 @@ class _DrainingHTTPChannel(http.HTTPChannel):
     An HTTP/1.1 channel that co-operates with L{DrainingFactory}: once the
     drain begins, responses not yet started carry C{Connection: close}, and
     the connection closes after it has been quiet for the idle grace.
+
+    When the drain has a mover (a restart that hands connections to the
+    successor), a connection that may move is offered to the successor
+    instead, whenever it is between requests: at the start of the drain,
+    after each response, and when its idle grace ends; its responses then
+    keep it alive.  A connection the successor refused is not offered again.
     """
 
     _tracker: DrainingFactory
     _wire: Any = None
     _lastActive: float = 0.0
     _idleCall: IDelayedCall | None = None
+    _moving: bool = False
+    _moveRefused: bool = False
 
     def connectionMade(self) -> None:
         self._lastActive = self._tracker._clock.seconds()
@@ -64,6 +74,8 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         self.writeHeaders = self._drainingWriteHeaders  # type: ignore[method-assign]
         self.requestDone = self._drainingRequestDone  # type: ignore[method-assign]
         if not self.requests:
+            if self._tryMove():
+                return
             # PRIVATE: LineReceiver._buffer holds a request line or headers
             # received in part; the client is still sending, so its grace
             # counts from now.
@@ -79,6 +91,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         """
         if self._wire is not None:
             return  # A WebSocket whose close began.
+        self._moveRefused = False
         _cancelIdle(self)
         for name in ("dataReceived", "writeHeaders", "requestDone"):
             vars(self).pop(name, None)
@@ -117,7 +130,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         # last of them is answered with Connection: close.  The end of a
         # request body leaves an empty chunk in _dataBuffer: only bytes
         # count.
-        if not (any(self._dataBuffer) or self._buffer):
+        if not (any(self._dataBuffer) or self._buffer or self._mayMove()):
             self.persistent = False
             if isinstance(headers, Headers):
                 headers.setRawHeaders(b"Connection", [b"close"])
@@ -129,8 +142,52 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         self._tracker._completed += 1
         self._lastActive = self._tracker._clock.seconds()
         http.HTTPChannel.requestDone(self, request)
-        if self.persistent and not self.requests:
+        if self.persistent and not self.requests and not self._tryMove():
             self._closeWhenIdle()
+
+    def _mayMove(self) -> bool:
+        mover = self._tracker._mover
+        return mover is not None and not self._moveRefused and mover.mayMove(self)
+
+    def _tryMove(self) -> bool:
+        """
+        Offer this connection to the successor, if the drain has a mover and
+        the connection may move now.
+
+        @return: C{True} if the offer is under way: this process reads
+            nothing from the connection until the successor answers.
+        """
+        mover = self._tracker._mover
+        if mover is None or self._moveRefused or self._moving:
+            return False
+        self._moving = mover.offer(self, self._notMoved)
+        if self._moving:
+            _cancelIdle(self)
+        return self._moving
+
+    def _notMoved(self) -> None:
+        """
+        The successor refused this connection (or could not answer): it
+        drains here, as if it had never been offered.
+        """
+        self._moving = False
+        if not self._tracker.draining:
+            return  # The drain was taken back (a rollback).
+        self._moveRefused = True
+        if not self.requests and self.transport:
+            self._closeWhenIdle()
+
+    def abortMoving(self) -> bool:
+        """
+        If this connection is offered to the successor, forget it here
+        without a byte on the wire (the successor may hold it already).
+
+        @return: C{True} if it was being offered.
+        """
+        if not self._moving or self.transport is None or getattr(self.transport, "disconnected", False):
+            return False
+        detach(self.transport)
+        return True
 
     def _closeWhenIdle(self) -> None:
         """
@@ -142,7 +199,8 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         delay = self._lastActive + self._tracker._idleGrace - self._tracker._clock.seconds()
         if delay <= 0:
             self._idleCall = None
-            self.loseConnection()
+            if not self._tryMove():
+                self.loseConnection()
         else:
             self._idleCall = self._tracker._clock.callLater(delay, self._idleExpired)
 
@@ -174,7 +232,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
 
     def _idleExpired(self) -> None:
         self._idleCall = None
-        if not self.requests:
+        if not self.requests and not self._tryMove():
             self.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
@@ -259,7 +317,8 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
         try:
             super().connectionLost(reason)
         finally:
-            self._tracker._connectionLost(self)
+            moved = isinstance(getattr(reason, "value", None), ConnectionMoved)
+            self._tracker._connectionLost(self, moved)
 
     @property
     def currentChannel(self) -> Any:
@@ -313,6 +372,9 @@ class _TrackedChannelProtocol(_GenericHTTPChannelProtocol):  # type: ignore[misc
             transport.loseConnection()
 
     def abort(self) -> None:
-        transport = self.currentChannel.transport
+        channel = self.currentChannel
+        if isinstance(channel, _DrainingHTTPChannel) and channel.abortMoving():
+            return
+        transport = channel.transport
         if transport is not None:
             transport.abortConnection()

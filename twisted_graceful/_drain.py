@@ -17,7 +17,7 @@ when Twisted changes it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Protocol
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
@@ -50,6 +50,19 @@ closing the connection in that window resets the request.  0.1 s lost
 requests when 20 restarts in a row saturated 2 cores; see C{docs/drain.md}.
 """
 
+
+
+class Mover(Protocol):
+    """
+    Moves idle kept-alive connections to a successor process during a drain
+    (L{twisted_graceful._movable.EndpointMover}).
+    """
+
+    def mayMove(self, channel: Any) -> bool: ...
+
+    def offer(self, channel: Any, refused: Callable[[], None]) -> bool: ...
+
+
 GOING_AWAY_CLOSE = (1001, "server going away")
 RESTART_CLOSE = (1012, "service restart")
 
@@ -66,6 +79,8 @@ class DrainResult:
     @ivar abortedConnections: Connections aborted at the deadline.
     @ivar abortedRequests: Requests cut by those aborts.
     @ivar elapsed: Seconds from the start of the drain to its end.
+    @ivar moved: Idle kept-alive connections handed to the successor
+        process, open there, instead of being closed.
     """
 
     endpoint: str
@@ -75,6 +90,7 @@ class DrainResult:
     abortedConnections: int
     abortedRequests: int
     elapsed: float
+    moved: int = 0
 
     @property
     def clean(self) -> bool:
@@ -119,6 +135,8 @@ class DrainingFactory:
     _result: DrainResult | None = field(init=False, default=None)
     _closeCode: tuple[int, str] = field(init=False, default=(1001, "going away"))
     _timeout: float | None = field(init=False, default=None)
+    _mover: Mover | None = field(init=False, default=None)
+    _moved: int = field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if "protocol" in vars(self._site) or type(self._site).protocol is not _defaultSiteProtocol:
@@ -224,7 +242,9 @@ class DrainingFactory:
         """
         self._accepting = False
 
-    def drain(self, timeout: float | None, restarting: bool = False) -> Deferred[DrainResult]:
+    def drain(
+        self, timeout: float | None, restarting: bool = False, mover: Mover | None = None
+    ) -> Deferred[DrainResult]:
         """
         Let every connection finish its requests in flight, then close.
         Each open WebSocket is closed at once with status 1001 (going away),
@@ -233,6 +253,9 @@ class DrainingFactory:
         @param timeout: Seconds after which the remaining connections are
             aborted, or L{None} to wait for ever.
         @param restarting: The drain is part of a restart.
+        @param mover: Moves idle kept-alive connections to the successor
+            instead of closing them (at the start of the drain, after each
+            response, and before an idle close); L{None} closes them all.
         @return: A L{Deferred} that fires with a L{DrainResult} when the last
             connection has closed.  Calling L{drain} again returns a new
             L{Deferred} for the same end.
@@ -240,6 +263,7 @@ class DrainingFactory:
         self._accepting = False
         if self._drainStarted is None:
             self._closeCode = RESTART_CLOSE if restarting else GOING_AWAY_CLOSE
+            self._mover = mover
             self._startDrain(timeout)
         return self._drained.when()
 
@@ -260,8 +284,8 @@ class DrainingFactory:
             self._deadline.cancel()
         self._deadline = None
         self._accepting = True
-        self._drainStarted = self._timeout = self._result = None
-        self._completed = self._abortedConnections = self._abortedRequests = 0
+        self._drainStarted = self._timeout = self._result = self._mover = None
+        self._completed = self._abortedConnections = self._abortedRequests = self._moved = 0
         self._drained, self._drainBegan = Once(), Once()
         for protocol in list(self._connections):
             protocol.stopDraining()
@@ -349,20 +373,25 @@ class DrainingFactory:
             abortedConnections=self._abortedConnections,
             abortedRequests=self._abortedRequests,
             elapsed=self._clock.seconds() - self._drainStarted,
+            moved=self._moved,
         )
         self._log.info(
             "Drained {endpoint} in {elapsed:.3f} s: {completed} requests completed,"
-            " {abortedRequests} cut, {abortedConnections} connections aborted",
+            " {abortedRequests} cut, {abortedConnections} connections aborted,"
+            " {moved} moved to the successor",
             endpoint=self.name,
             elapsed=self._result.elapsed,
             completed=self._result.completed,
             abortedRequests=self._result.abortedRequests,
             abortedConnections=self._result.abortedConnections,
+            moved=self._result.moved,
             phase="drain-finished",
         )
         self._drained.happen(self._result)
 
-    def _connectionLost(self, protocol: _TrackedChannelProtocol) -> None:
+    def _connectionLost(self, protocol: _TrackedChannelProtocol, moved: bool = False) -> None:
+        if moved:
+            self._moved += 1
         self._connections.discard(protocol)
         if self._connections:
             return

@@ -84,6 +84,7 @@ class SuccessorLauncher:
         generation: int,
         ready: Callable[[ReadyMessage], None],
         failed: Callable[[Failure], None],
+        handoff: int | None = None,
     ) -> ChildProcess:
         """
         Start a successor that inherits C{sockets} (identity to descriptor).
@@ -93,9 +94,11 @@ class SuccessorLauncher:
         @param failed: Called with the reason if it dies or misses the ready
             deadline; also (on the next reactor turn) if it cannot be
             started at all.
+        @param handoff: The successor's end of a hand-off channel
+            (L{twisted_graceful._handoff.makeChannel}), or L{None}.
         """
         reactor = maybeGlobalReactor(self._reactor)
-        handover = encodeHandover(sockets, os.getpid(), generation)
+        handover = encodeHandover(sockets, os.getpid(), generation, handoff)
         source = self._environ if self._environ is not None else os.environ
         environ = {k: v for k, v in source.items() if k not in _NOT_INHERITED}
         environ.update(handover.environ)

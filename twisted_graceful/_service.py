@@ -25,6 +25,7 @@ from ._assign import Wanted, assignSockets
 from ._child import DEFAULT_READY_TIMEOUT
 from ._drain import DEFAULT_IDLE_GRACE, DrainResult
 from ._errors import BadEndpoint, NotReadyToRestart
+from ._handoff import DEFAULT_HANDOFF_LIMIT
 from ._health import HealthResource
 from ._hooks import DEFAULT_HOOK_TIMEOUT, HookOutcome, ShutdownHooks
 from ._inherit import Inheritance
@@ -75,6 +76,8 @@ class GracefulService(MultiService):
         notifier: Notifier | None = None,
         hangup: str = "restart",
         reopenLogs: Callable[[], object] | None = None,
+        connectionHandoff: bool = True,
+        handoffLimit: int = DEFAULT_HANDOFF_LIMIT,
     ) -> None:
         """
         @param reactor: The reactor; the global one by default.
@@ -107,6 +110,11 @@ class GracefulService(MultiService):
         @param reopenLogs: Reopens the log files on SIGUSR1 (after
             C{logrotate} renamed them); by default the C{twistd graceful} log
             file and each endpoint's C{--access-log}.
+        @param connectionHandoff: At a restart, move idle kept-alive HTTP/1.1
+            connections of plain TCP and UNIX endpoints to the successor
+            instead of closing them; and take those a predecessor moves.
+        @param handoffLimit: Connections this process takes from its
+            predecessor at most; the others drain there.
         """
         super().__init__()
         self._reactor = reactor
@@ -118,6 +126,10 @@ class GracefulService(MultiService):
         if not probation >= 0:
             raise ValueError(f"probation must be zero or more seconds, not {probation!r}.")
         self._probation = probation
+        if handoffLimit < 0:
+            raise ValueError(f"handoffLimit must be zero or more connections, not {handoffLimit!r}.")
+        self._connectionHandoff = connectionHandoff
+        self._handoffLimit = handoffLimit
         self._reopenLogs = reopenLogs if reopenLogs is not None else self._reopenLogFiles
         self._reporter = Reporter(
             StatusFile(statusPathFor(pidFile)) if pidFile else None,
@@ -306,6 +318,8 @@ class GracefulService(MultiService):
             stopReactor=self._stopReactor,
             orderedStop=self._orderedStop,
             probation=self._probation,
+            connectionHandoff=self._connectionHandoff,
+            handoffLimit=self._handoffLimit,
         )
         self._reporter.checkStart(inheritance.parentPID)
 

@@ -5,11 +5,18 @@ one it hands over to.  It serves beside its predecessor until that one
 stops accepting, restarts (queued while the predecessor drains), and hands
 its sockets to a ready successor; the restart machine (L{coordinatorFor})
 decides, this room does and reports.
+
+It also carries kept-alive connections across the hand-over
+(L{twisted_graceful._handoff}): as the old process, it gives each successor
+a hand-off channel and moves idle connections through it while it drains;
+as the successor, once ready, it takes the connections its predecessor
+offers and serves them on the endpoint they came from.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Callable, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList
@@ -18,8 +25,10 @@ from twisted.python.failure import Failure
 
 from ._child import ChildProcess
 from ._errors import SuccessorDied
+from ._handoff import DEFAULT_HANDOFF_LIMIT, HandoffReceiver, HandoffSender, makeChannel
 from ._inherit import Inheritance
 from ._launcher import SuccessorLauncher
+from ._movable import EndpointMover
 from ._once import Once
 from ._parent import ParentProcess
 from ._report import Reporter
@@ -50,6 +59,8 @@ class Succession:
         stopReactor: Callable[[], object],
         orderedStop: OrderedStop,
         probation: float = DEFAULT_PROBATION,
+        connectionHandoff: bool = True,
+        handoffLimit: int = DEFAULT_HANDOFF_LIMIT,
     ) -> None:
         """
         @param inheritance: What this process inherited.
@@ -63,6 +74,10 @@ class Succession:
             early (and a rollback takes back).
         @param probation: Seconds a ready successor must live before it is
             confirmed.
+        @param connectionHandoff: Move idle kept-alive connections to a
+            successor, and take those a predecessor moves, instead of
+            closing them.
+        @param handoffLimit: Connections to take from a predecessor at most.
         """
         self._clock = clock
         self._inheritance = inheritance
@@ -82,6 +97,10 @@ class Succession:
         self.handedOver = False
         self._servesAlone = False
         self._attempt = 0
+        self._connectionHandoff = connectionHandoff
+        self._handoffLimit = handoffLimit
+        self._sender: HandoffSender | None = None
+        self._receiver: HandoffReceiver | None = None
 
     @property
     def generation(self) -> int:
@@ -109,12 +128,15 @@ class Succession:
         )
         self._restarter._ready()
         self._parent.watch(self._servingAlone, self._parentGone)
+        self._takeConnections()
 
     def stop(self) -> None:
         """
         This process stops: a successor still starting is terminated, a
         queued restart is abandoned.
         """
+        if self._receiver is not None:
+            self._receiver.close()
         self._restarter.stop()
 
     def restart(self) -> Deferred[RestartOutcome]:
@@ -185,7 +207,87 @@ class Succession:
 
     def _spawn(self, restarter: Restarter) -> ChildProcess:
         sockets = {e.identity: e.fileno() for e in self._endpoints() if e.port is not None}
-        return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
+        if self._sender is not None:
+            self._sender.close("a new successor starts")
+            self._sender = None
+        if not self._connectionHandoff:
+            return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
+        ours, theirs = makeChannel()
+        try:
+            child = self._launcher.spawn(
+                sockets, self.generation, restarter._childReady, restarter._childFailed, handoff=theirs.fileno()
+            )
+        finally:
+            theirs.close()
+        self._sender = HandoffSender(self._clock, ours)
+        self._sender.start()
+        return child
+
+    def _movers(self) -> dict[str, EndpointMover]:
+        """
+        A mover for each endpoint whose connections may move to the
+        successor: plain TCP and UNIX ones.
+        """
+        sender = self._sender
+        if sender is None:
+            return {}
+        return {
+            e.identity: EndpointMover(sender, e.identity, e.address.family)
+            for e in self._endpoints()
+            if e.address.tlsContextFactory is None
+        }
+
+    def _handedOff(self, result: object) -> object:
+        """
+        The drain is over: no more connections move.
+        """
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.close()
+            self._log.info(
+                "Moved {moved} kept-alive connections to the successor; {refused} stayed to drain here",
+                moved=sender.moved,
+                refused=sender.refused,
+                phase="handoff-sent",
+            )
+        return result
+
+    def _takeConnections(self) -> None:
+        """
+        This process is ready: take the connections its predecessor moves,
+        if it handed this process a channel.
+        """
+        fileno = self._inheritance.handoffFD
+        if fileno is None:
+            return
+        channel = socket.socket(fileno=fileno)
+        channel.set_inheritable(False)
+        if not self._connectionHandoff:
+            channel.close()  # The predecessor keeps them all.
+            return
+        self._receiver = HandoffReceiver(
+            self._clock, channel, self._adopt, self._handoffLimit, parentPID=self._inheritance.parentPID
+        )
+        self._receiver.start()
+
+    def _adopt(self, identity: str, family: socket.AddressFamily, fileno: int) -> str | None:
+        """
+        Serve the moved connection C{fileno} on the endpoint C{identity}.
+
+        @return: Why it was refused, or L{None} if it was taken.
+        """
+        if self._stopping():
+            return "stopping"
+        for endpoint in self._endpoints():
+            if endpoint.identity != identity or endpoint.port is None:
+                continue
+            if endpoint.address.tlsContextFactory is not None:
+                return "TLS endpoint"
+            if endpoint.factory.draining or family != endpoint.address.family:
+                return "draining" if endpoint.factory.draining else "another address family"
+            self._clock.adoptStreamConnection(fileno, family, endpoint.factory)
+            return None
+        return "not served here"
 
     def _handOver(self, child: ChildProcess) -> Deferred[Any]:
         """
@@ -206,9 +308,11 @@ class Succession:
             phase="handed-over",
         )
         self._orderedStop.drainBegan.happen(None)
+        movers = self._movers()
         return DeferredList(
-            [e.factory.drain(e.shutdownTimeout, restarting=True) for e in endpoints], consumeErrors=True
-        )
+            [e.factory.drain(e.shutdownTimeout, restarting=True, mover=movers.get(e.identity)) for e in endpoints],
+            consumeErrors=True,
+        ).addBoth(self._handedOff)
 
     def _confirm(self, child: ChildProcess) -> None:
         """
@@ -225,6 +329,9 @@ class Succession:
         same sockets, take the drain back, and say so.
         """
         self.handedOver = False
+        if self._sender is not None:
+            self._sender.close("the successor died")
+            self._sender = None
         self._orderedStop.drainBegan = Once()
         for endpoint in self._endpoints():
             endpoint.factory.resume()

@@ -27,6 +27,7 @@ from ._app import loadObject, loadResource, loadWSGI
 from ._drain import DEFAULT_IDLE_GRACE
 from ._endpoint import parseEndpoint
 from ._extras import installCommand
+from ._handoff import DEFAULT_HANDOFF_LIMIT
 from ._logfile import PidTextObserver
 from ._errors import AppLoadError, GracefulError, MissingExtra
 from ._child import DEFAULT_READY_TIMEOUT
@@ -86,6 +87,19 @@ def _workerCount(value: str) -> int:
 
 
 _workerCount.coerceDoc = "A number, or 'auto' (one per CPU)."  # type: ignore[attr-defined]
+
+
+def _handoffLimit(value: str) -> int:
+    try:
+        count = int(value.strip())
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise ValueError(f"--handoff-limit takes a number of connections (0 or more), not {value!r}")
+    return count
+
+
+_handoffLimit.coerceDoc = "A number of connections."  # type: ignore[attr-defined]
 
 
 def availableCPUs() -> int:
@@ -167,9 +181,13 @@ class Options(usage.Options):
          "1 serves in this process.", _workerCount],
         ["max-request-body", None, None, "Answer a request body larger than this (bytes, or with K, "
          "M or G) with 413 Payload Too Large, without storing it. Default: no limit.", _maxRequestBody],
+        ["handoff-limit", None, DEFAULT_HANDOFF_LIMIT, "At a restart, take at most this many kept-alive "
+         "connections from the previous process; the others drain there.", _handoffLimit],
     ]
     optFlags = [
         ["no-access-log", None, "Do not log requests."],
+        ["no-connection-handoff", None, "At a restart, close kept-alive connections (once idle) "
+         "instead of moving them to the new process."],
     ]
 
     def __init__(self) -> None:
@@ -449,6 +467,8 @@ def makeService(options: Options) -> GracefulService:
         probation=options["probation"],
         pidFile=options["pidfile"],
         drainDelay=options["drain-delay"],
+        connectionHandoff=not options["no-connection-handoff"],
+        handoffLimit=options["handoff-limit"],
     )
     from .demo import DemoResource
 
