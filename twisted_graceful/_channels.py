@@ -17,7 +17,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from ._h2drain import BUSY_BOUND, HTTP2Drain
-from ._movable import ConnectionMoved, detach
+from ._movable import ConnectionMoved
 
 if TYPE_CHECKING:
     from ._drain import DrainingFactory
@@ -45,7 +45,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
     _wire: Any = None
     _lastActive: float = 0.0
     _idleCall: IDelayedCall | None = None
-    _moving: bool = False
+    _moving: Any = None
     _moveRefused: bool = False
 
     def connectionMade(self) -> None:
@@ -158,19 +158,20 @@ class _DrainingHTTPChannel(http.HTTPChannel):
             nothing from the connection until the successor answers.
         """
         mover = self._tracker._mover
-        if mover is None or self._moveRefused or self._moving:
+        if mover is None or self._moveRefused or self._moving is not None:
             return False
-        self._moving = mover.offer(self, self._notMoved)
-        if self._moving:
-            _cancelIdle(self)
-        return self._moving
+        if not mover.offer(self, self._notMoved):
+            return False
+        self._moving = mover
+        _cancelIdle(self)
+        return True
 
     def _notMoved(self) -> None:
         """
         The successor refused this connection (or could not answer): it
         drains here, as if it had never been offered.
         """
-        self._moving = False
+        self._moving = None
         if not self._tracker.draining:
             return  # The drain was taken back (a rollback).
         self._moveRefused = True
@@ -184,9 +185,9 @@ class _DrainingHTTPChannel(http.HTTPChannel):
 
         @return: C{True} if it was being offered.
         """
-        if not self._moving or self.transport is None or getattr(self.transport, "disconnected", False):
+        if self._moving is None or self.transport is None or getattr(self.transport, "disconnected", False):
             return False
-        detach(self.transport)
+        self._moving.abandon(self)
         return True
 
     def _closeWhenIdle(self) -> None:

@@ -62,6 +62,8 @@ class Mover(Protocol):
 
     def offer(self, channel: Any, refused: Callable[[], None]) -> bool: ...
 
+    def abandon(self, channel: Any) -> None: ...
+
 
 GOING_AWAY_CLOSE = (1001, "server going away")
 RESTART_CLOSE = (1012, "service restart")

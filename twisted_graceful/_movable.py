@@ -280,3 +280,11 @@ class EndpointMover:
         channel.setTimeout(timeout)
         transport.resumeProducing()
         return False
+
+    def abandon(self, channel: Any) -> None:
+        """
+        Forget the connection of C{channel}, offered and not yet answered,
+        without a byte on the wire: the successor may hold it already (the
+        drain's deadline came first).
+        """
+        detach(channel.transport)

@@ -212,7 +212,16 @@ class Succession:
             self._sender = None
         if not self._connectionHandoff:
             return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
-        ours, theirs = makeChannel()
+        try:
+            ours, theirs = makeChannel()
+        except OSError as e:
+            self._log.warn(
+                "Cannot make the hand-off channel ({error}): kept-alive connections will be closed, "
+                "not moved",
+                error=e,
+                phase="handoff-unavailable",
+            )
+            return self._launcher.spawn(sockets, self.generation, restarter._childReady, restarter._childFailed)
         try:
             child = self._launcher.spawn(
                 sockets, self.generation, restarter._childReady, restarter._childFailed, handoff=theirs.fileno()
@@ -276,8 +285,6 @@ class Succession:
 
         @return: Why it was refused, or L{None} if it was taken.
         """
-        if self._stopping():
-            return "stopping"
         for endpoint in self._endpoints():
             if endpoint.identity != identity or endpoint.port is None:
                 continue

@@ -8,9 +8,11 @@ Each case runs in a thread of its own: it opens its connection and sends
 what it must before the signal, waits until the old process has begun to
 drain, then sends the rest.  A case records what its client saw; the test
 asserts that every request got its full response, that kept-alive
-connections were told C{Connection: close} (or GOAWAY), that nothing was
-reset, and that the drain ended soon after the last response instead of at
-its deadline.
+connections were told C{Connection: close} (or GOAWAY) in a stop, or over
+TLS, and in a restart moved to the new process on plain sockets (the same
+connection goes on after the old process is gone), that nothing was reset,
+and that the drain ended soon after the last response instead of at its
+deadline.
 """
 
 from __future__ import annotations
@@ -180,15 +182,19 @@ EXPECTED = {
 }
 
 
-def keptAliveBusy(targets: Targets, kind: str, shape: str) -> Case:
+def keptAliveBusy(targets: Targets, kind: str, shape: str, moves: bool) -> Case:
     """
     A kept-alive connection whose next request (of C{shape}) arrives within
     the idle grace after the drain began: it gets its full response with
-    C{Connection: close}.
+    C{Connection: close}; or, when it C{moves} to the new process, its
+    requests go on being answered on the same connection after the old
+    process is gone.
     """
     send = shapes()[shape]
 
     def run(case: Case) -> None:
+        if moves:
+            return runMoving(case)
         expected = EXPECTED[shape]
         with targets.client(kind) as client:
             # Busy: a request every 0.3 s until one is answered with
@@ -206,13 +212,39 @@ def keptAliveBusy(targets: Targets, kind: str, shape: str) -> Case:
             case.check(case.drain.signalled > 0, "Connection: close only once the drain began")
             case.check(response.headers.get("connection") == "close", f"Connection: close after {sent + 1}")
 
+    def runMoving(case: Case) -> None:
+        expected = EXPECTED[shape]
+        sockets = set()
+        after = 0
+        with targets.client(kind) as client:
+            for sent in range(int(2 * WAIT / 0.3)):
+                response = send(client, targets.url(kind, "/"))
+                if sent == 0:
+                    case.prepared.set()
+                if response.status_code != 200 or not (expected is None or response.content == expected):
+                    case.failed(f"status {response.status_code}, body {response.content[:40]!r}")
+                    return
+                if response.headers.get("connection") == "close":
+                    case.failed(f"Connection: close on response {sent + 1}")
+                    return
+                # httpx reconnects silently: the socket under it says
+                # whether the connection is the same.
+                sockets.add(id(response.extensions["network_stream"].get_extra_info("socket")))
+                after += case.drain.ended.is_set()
+                if after == 3:
+                    break
+                time.sleep(0.3)
+            case.check(after == 3, "answered after the old process was gone")
+            case.check(len(sockets) == 1, f"one connection throughout, not {len(sockets)}")
+
     return Case(f"{kind} kept-alive busy {shape}", run)
 
 
-def keptAliveIdle(targets: Targets, kind: str) -> Case:
+def keptAliveIdle(targets: Targets, kind: str, moves: bool) -> Case:
     """
     A kept-alive connection that stays idle is closed by the server (an
-    orderly close, not a reset) once the idle grace has passed.
+    orderly close, not a reset) once the idle grace has passed; or, when it
+    C{moves}, the new process answers it once the old one is gone.
     """
 
     def run(case: Case) -> None:
@@ -222,6 +254,11 @@ def keptAliveIdle(targets: Targets, kind: str) -> Case:
             case.check(first.startswith(b"HTTP/1.1 200"), "first response")
             case.prepared.set()
             case.drain.wait()
+            if moves:
+                case.check(case.drain.ended.wait(WAIT), "the old process exited")
+                s.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                case.check(readResponse(s).startswith(b"HTTP/1.1 200"), "answered by the new process")
+                return
             try:
                 rest = s.recv(65536)
             except ConnectionResetError:
@@ -232,10 +269,12 @@ def keptAliveIdle(targets: Targets, kind: str) -> Case:
     return Case(f"{kind} kept-alive idle", run)
 
 
-def pipelined(targets: Targets, kind: str) -> Case:
+def pipelined(targets: Targets, kind: str, moves: bool) -> Case:
     """
     Three requests pipelined in one write after the drain began: all three
-    are answered, the last with C{Connection: close}, then the server closes.
+    are answered, the last with C{Connection: close}, then the server closes;
+    or, when the connection C{moves}, batches go on being answered on it
+    after the old process is gone, none with C{Connection: close}.
     """
 
     batch = (
@@ -247,8 +286,11 @@ def pipelined(targets: Targets, kind: str) -> Case:
     def run(case: Case) -> None:
         with targets.socket(kind) as s:
             # Busy: a batch every 0.3 s until one is answered with
-            # Connection: close, the first sent after the drain began.
-            for sent in range(int(WAIT / 0.3)):
+            # Connection: close, the first sent after the drain began (or,
+            # moving, until three were answered after the old process is
+            # gone).
+            after = 0
+            for sent in range(int(2 * WAIT / 0.3)):
                 s.sendall(batch)
                 if sent == 0:
                     case.prepared.set()
@@ -258,7 +300,12 @@ def pipelined(targets: Targets, kind: str) -> Case:
                     return
                 if b"Connection: close" in data:
                     break
+                after += case.drain.ended.is_set()
+                if moves and after == 3:
+                    case.ok("answered on the same connection after the old process was gone")
+                    return
                 time.sleep(0.3)
+            case.check(not moves, "Connection: close on a connection that moves")
             case.check(case.drain.signalled > 0, "Connection: close only once the drain began")
             last = data.split(b"HTTP/1.1 ")[1:]
             case.check(
@@ -270,10 +317,11 @@ def pipelined(targets: Targets, kind: str) -> Case:
     return Case(f"{kind} pipelined", run)
 
 
-def uploadInProgress(targets: Targets, kind: str) -> Case:
+def uploadInProgress(targets: Targets, kind: str, moves: bool) -> Case:
     """
     A PUT whose body is still arriving when the drain begins is read to its
-    end and answered.
+    end and answered (with C{Connection: close}, unless the connection
+    C{moves} once answered).
     """
 
     def run(case: Case) -> None:
@@ -288,7 +336,8 @@ def uploadInProgress(targets: Targets, kind: str) -> Case:
             response = client.put(targets.url(kind, "/"), content=body())
             case.check(response.status_code == 200, f"status {response.status_code}")
             case.check(response.content == b"got 65536 bytes", f"body {response.content[:40]!r}")
-            case.check(response.headers.get("connection") == "close", "Connection: close")
+            closed = response.headers.get("connection") == "close"
+            case.check(closed != moves, f"Connection: close is {closed}")
 
     return Case(f"{kind} upload in progress", run)
 
@@ -529,16 +578,19 @@ def readAll(s: socket.socket) -> bytes:
 def cases(targets: Targets, restarting: bool) -> list[Case]:
     found: list[Case] = []
     for kind in targets.kinds():
+        # A restart moves kept-alive connections of plain sockets to the
+        # new process; TLS ones drain.
+        moves = restarting and kind != "ssl"
         for shape in shapes():
-            found.append(keptAliveBusy(targets, kind, shape))
+            found.append(keptAliveBusy(targets, kind, shape, moves))
         found += [
-            keptAliveIdle(targets, kind),
-            uploadInProgress(targets, kind),
+            keptAliveIdle(targets, kind, moves),
+            uploadInProgress(targets, kind, moves),
             inFlight(targets, kind),
             newPerRequest(targets, kind, restarting),
         ]
         if kind != "unix":
-            found.append(pipelined(targets, kind))
+            found.append(pipelined(targets, kind, moves))
     found.append(http2(targets))
     for kind in ("tcp", "ssl"):
         found += [
@@ -615,6 +667,13 @@ async def test_trafficMatrix(servers: list[ServerProcess], tmp_path: Path, how: 
     assert [e["abortedRequests"] for e in finished] == [0] * len(ports), finished
     aborted = {e["endpoint"]: e["abortedConnections"] for e in finished}
     assert sum(aborted.values()) == 0, aborted
+    moved = {e["endpoint"]: e["moved"] for e in finished}
+    if restarting:
+        # Each plain endpoint moved its kept-alive cases (at least six
+        # busy, one idle, one upload); TLS moves nothing.
+        assert all((n >= 8) == (not endpoint.startswith("ssl:")) for endpoint, n in moved.items()), moved
+    else:
+        assert sum(moved.values()) == 0, moved
     lastActivity = max(case.lastActivity for case in matrix if "per request" not in case.name)
     drainEnd = max(e["log_time"] for e in finished)
     assert drainEnd - lastActivity <= IDLE_GRACE + 0.2, (drainEnd - lastActivity, started)
