@@ -50,6 +50,9 @@ class App(Resource):
 
 
     def render_POST(self, request: Request) -> bytes:
+        # The client's port names the connection (behind a proxy, the
+        # proxy's upstream connection).
+        request.setHeader(b"X-Peer-Port", str(getattr(request.getClientAddress(), "port", "")).encode())
         return b"got " + str(len(request.content.read())).encode() + b" bytes"
 
     render_PUT = render_POST
