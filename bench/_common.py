@@ -66,6 +66,45 @@ def waitForEvent(proc: subprocess.Popen[bytes], predicate, timeout: float) -> di
     raise SystemExit("timed out waiting for the server")
 
 
+class Events:
+    """
+    The JSON log events of a server started with its stdout piped, read in
+    a thread as they come.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        import queue
+        import threading
+
+        self._queue: queue.Queue[dict] = queue.Queue()  # type: ignore[type-arg]
+        self._proc = proc
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            text = line.strip(b"\x1e \r\n")
+            if text.startswith(b"{"):
+                self._queue.put(json.loads(text))
+
+    def waitFor(self, predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def,type-arg]
+        """
+        The next event for which C{predicate} is true; the events before it
+        are dropped.
+        """
+        import queue
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                event = self._queue.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if predicate(event):
+                return event
+        raise SystemExit("timed out waiting for the server")
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

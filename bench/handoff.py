@@ -9,7 +9,10 @@ For each of K restarts it records:
     gone (its successor's lifeline closing);
 and counts probe failures.
 
-    python bench/handoff.py [--restarts 10]
+    python bench/handoff.py [--restarts 10] [--probation 0]
+
+The old process waits out its successor's probation before it exits; the
+default here, 0, measures the hand-over itself.
 """
 
 from __future__ import annotations
@@ -17,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import signal
 import socket
 import statistics
@@ -25,7 +27,7 @@ import subprocess
 import threading
 import time
 
-from _common import ROOT, TWISTD, env, freePort
+from _common import ROOT, TWISTD, Events, env, freePort
 
 PROBE_INTERVAL = 0.005
 
@@ -59,34 +61,16 @@ def probe(port: int, stop: threading.Event, results: list) -> None:  # type: ign
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--restarts", type=int, default=10)
+    parser.add_argument("--probation", default="0", help="the server's --probation (the old process waits it out)")
     args = parser.parse_args()
     port = freePort()
     proc = subprocess.Popen(
         [TWISTD, "-n", "--pidfile=", "--logger=twisted_graceful.jsonlog.observer", "graceful",
-         "--port", f"tcp:{port}:interface=127.0.0.1", "--no-access-log"],
+         "--port", f"tcp:{port}:interface=127.0.0.1", "--no-access-log",
+         "--probation", args.probation],
         stdout=subprocess.PIPE, cwd=ROOT, env=env(),
     )
-    events: queue.Queue[dict] = queue.Queue()  # type: ignore[type-arg]
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            text = line.strip(b"\x1e \r\n")
-            if text.startswith(b"{"):
-                events.put(json.loads(text))
-
-    threading.Thread(target=read, daemon=True).start()
-
-    def waitFor(predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def,type-arg]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = events.get(timeout=deadline - time.monotonic())
-            except queue.Empty:
-                break
-            if predicate(event):
-                return event
-        raise SystemExit("timed out waiting for the server")
+    waitFor = Events(proc).waitFor
 
     current = waitFor(lambda e: e.get("phase") == "ready")["pid"]
     stop, results = threading.Event(), []  # type: ignore[var-annotated]

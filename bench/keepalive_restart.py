@@ -19,7 +19,6 @@ import argparse
 import http.client
 import json
 import os
-import queue
 import random
 import signal
 import statistics
@@ -27,7 +26,7 @@ import subprocess
 import threading
 import time
 
-from _common import ROOT, TWISTD, env, freePort
+from _common import ROOT, TWISTD, Events, env, freePort
 
 RUN_LIMIT = 300.0
 
@@ -72,27 +71,7 @@ def run(clients: int, restarts: int, maxPause: float, handoff: bool) -> dict:  #
          "--app", "tests.integration.app.root", *extra],
         stdout=subprocess.PIPE, cwd=ROOT, env=env(),
     )
-    events: queue.Queue[dict] = queue.Queue()  # type: ignore[type-arg]
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            text = line.strip(b"\x1e \r\n")
-            if text.startswith(b"{"):
-                events.put(json.loads(text))
-
-    threading.Thread(target=read, daemon=True).start()
-
-    def waitFor(predicate, timeout: float = 30) -> dict:  # type: ignore[no-untyped-def,type-arg]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if predicate(event):
-                return event
-        raise SystemExit("timed out waiting for the server")
+    waitFor = Events(proc).waitFor
 
     current = waitFor(lambda e: e.get("phase") == "ready")["pid"]
     stop = threading.Event()

@@ -21,7 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from ._procs import freePort, killAll
-from ._server import Event, ServerProcess, startServer
+from ._server import Event, ServerProcess, startServer, stopServer
 
 CLIENTS = 60
 RESTARTS = 5
@@ -123,8 +123,11 @@ async def test_connectionsSurviveRestarts(tmp_path: Path) -> None:
         )
     finally:
         stop.set()
-        await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
-        killAll(pids)
+        try:
+            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+        finally:
+            killAll(pids[1:])
+            stopServer(server)
     failures = [f for c in clients for f in c.failures]
     assert failures == [], failures[:5]
     assert [c.connection.connects for c in clients] == [1] * CLIENTS
@@ -163,4 +166,5 @@ async def test_offClosesConnections(tmp_path: Path) -> None:
         assert [e for e in server.events if e.get("phase") == "handoff-sent"] == []
     finally:
         connection.close()
-        killAll(pids)
+        killAll(pids[1:])
+        stopServer(server)

@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from ._procs import freePort, killAll
-from ._server import startServer
+from ._server import startServer, stopServer
 from .test_handoff import CountingConnection, KeepAliveClient, restart, waitUntil
 
 NGINX = shutil.which("nginx") or next(
@@ -113,10 +113,13 @@ async def test_behindNginx(tmp_path: Path) -> None:
         await waitUntil("answers after the restarts", lambda: sum(c.answered for c in clients) > answered + CLIENTS, 20)
     finally:
         stop.set()
-        await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
-        killAll(pids)
-        nginx.send_signal(signal.SIGTERM)
-        nginx.wait(10)
+        try:
+            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+        finally:
+            killAll(pids[1:])
+            stopServer(server)
+            nginx.send_signal(signal.SIGTERM)
+            nginx.wait(10)
     failures = [f for c in clients for f in c.failures]
     assert failures == [], (failures[:5], (tmp_path / "nginx-error.log").read_text()[-2000:])
     after = set().union(*(c.connection.__dict__.get("peers", set()) for c in clients))
