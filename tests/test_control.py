@@ -156,6 +156,26 @@ class StatusCommandTests(ControlTestCase):
             "last rollout: failed (generation 3): Worker 13 exited",
         ])
 
+    def test_recycling(self) -> None:
+        """
+        C{status} counts the workers recycled and says which one is being
+        recycled, and why.
+        """
+        self.status.update(
+            workers=[
+                {"pid": 11, "generation": 1, "state": "ready", "requests": 52, "started": 0.0,
+                 "recycling": "served 52 requests (limit 50)"},
+                {"pid": 13, "generation": 1, "state": "starting", "requests": 0, "started": 1.0},
+            ],
+            recycled=3,
+        )
+        self.assertEqual(self.command("status"), ExitStatus.OK)
+        self.assertEqual(self.out[-3:], [
+            "workers: 2, 3 recycled",
+            "worker: pid 11 generation 1 ready requests 52 (recycling: served 52 requests (limit 50))",
+            "worker: pid 13 generation 1 starting requests 0",
+        ])
+
     def test_upgrading(self) -> None:
         self.status.update(state="upgrading")
         self.command("status")

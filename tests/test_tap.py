@@ -170,6 +170,30 @@ class OptionsTests(SynchronousTestCase):
         self.assertUsageError(["--shutdown-timeout", "soon"], "--shutdown-timeout takes a number")
         self.assertUsageError(["--shutdown-timeout", "-1"], "zero or more")
 
+    def test_recyclingValues(self) -> None:
+        """
+        The recycling limits take whole numbers, zero or more, and name the
+        flag that was wrong.
+        """
+        for flag in ("--max-requests", "--max-requests-jitter", "--max-worker-memory"):
+            self.assertUsageError(["--workers", "2", flag, "many"], f"{flag} takes a whole number", "'many'")
+            self.assertUsageError(["--workers", "2", flag, "1.5"], f"{flag} takes a whole number")
+            self.assertUsageError(["--workers", "2", flag, "-1"], f"{flag} must be zero (no limit) or more")
+
+    def test_recyclingNeedsWorkers(self) -> None:
+        """
+        Recycling limits without C{--workers 2} or more, or a jitter without
+        C{--max-requests}, are refused with the fix.
+        """
+        self.assertUsageError(["--max-requests", "100"], "--max-requests recycle", "--workers 2 or more")
+        self.assertUsageError(["--workers", "2", "--max-requests-jitter", "5"], "give --max-requests too")
+        options = self.parse("--workers", "2", "--max-requests", "100", "--max-requests-jitter", "5",
+                             "--max-worker-memory", "300")
+        self.assertEqual(
+            (options["max-requests"], options["max-requests-jitter"], options["max-worker-memory"]), (100, 5, 300)
+        )
+        self.assertEqual(self.parse("--workers", "2")["max-requests"], 0)
+
     def test_metricsPath(self) -> None:
         """
         C{--metrics} takes a path of its own.
@@ -200,6 +224,20 @@ class MakeServiceTests(SynchronousTestCase):
         self.assertEqual([e.address.description for e in endpoints], ["8080", "8081"])
         self.assertEqual([e.shutdownTimeout for e in endpoints], [7.0, 7.0])
         self.assertEqual(len(self.binder.bound), 2)
+
+    def test_recyclePolicy(self) -> None:
+        """
+        The supervisor's pool recycles by the options, memory in megabytes.
+        """
+        from twisted_graceful._supervisor import SupervisorService
+
+        options = Options()
+        options.parseOptions(["--workers", "2", "--max-requests", "100", "--max-requests-jitter", "5",
+                              "--max-worker-memory", "300"])
+        service = makeService(options)
+        assert isinstance(service, SupervisorService)
+        policy = service.poolCore.recycle
+        self.assertEqual((policy.maxRequests, policy.jitter, policy.maxMemory), (100, 5, 300 * 2**20))
 
     def test_portInUse(self) -> None:
         """

@@ -23,6 +23,7 @@ from twisted_graceful._pool import (
     STABLE_AFTER,
     Pool,
     PoolCore,
+    RecyclePolicy,
     RolloutOutcome,
     backoff,
     poolFor,
@@ -31,11 +32,13 @@ from twisted_graceful._pool import (
 STOP_TIMEOUT = 40.0
 AT_LEAST_STOP_TIMEOUT = STOP_TIMEOUT + 1
 
-STATES = ["Idle", "Starting", "Serving", "Rolling", "Stopping", "Stopped"]
+STATES = ["Idle", "Starting", "Serving", "Rolling", "Recycling", "Stopping", "Stopped"]
 INPUTS = [
     "start", "rollingRestart", "stop", "cutShort", "_workerReady", "_workerExited",
     "_respawnDue", "_full", "_rolloutEnded", "_allGone",
+    "_workerReport", "_recycleDue", "_recycleEnded", "_rolloutDue",
 ]
+TABLE_MAX_REQUESTS = 10
 
 LEFT_OUT = {
     ("Idle", "_workerReady"),
@@ -64,6 +67,27 @@ LEFT_OUT = {
     ("Stopped", "_full"),
     ("Stopped", "_rolloutEnded"),
     ("Stopped", "_allGone"),
+    ("Idle", "_workerReport"),
+    ("Idle", "_recycleDue"),
+    ("Idle", "_recycleEnded"),
+    ("Idle", "_rolloutDue"),
+    ("Starting", "_recycleDue"),
+    ("Starting", "_recycleEnded"),
+    ("Starting", "_rolloutDue"),
+    ("Serving", "_recycleEnded"),
+    ("Rolling", "_recycleEnded"),
+    ("Rolling", "_rolloutDue"),
+    ("Recycling", "start"),
+    ("Recycling", "_full"),
+    ("Recycling", "_rolloutEnded"),
+    ("Recycling", "_allGone"),
+    ("Recycling", "_rolloutDue"),
+    ("Stopping", "_recycleEnded"),
+    ("Stopping", "_rolloutDue"),
+    ("Stopped", "_workerReport"),
+    ("Stopped", "_recycleDue"),
+    ("Stopped", "_recycleEnded"),
+    ("Stopped", "_rolloutDue"),
 }
 
 PENDING = object()
@@ -106,6 +130,23 @@ HANDLED: dict[tuple[str, str], tuple[str, Any]] = {
     ("Stopped", "stop"): ("Stopped", FIRED),
     ("Stopped", "rollingRestart"): ("Stopped", NotReadyToRestart),
     ("Stopped", "cutShort"): ("Stopped", None),
+    ("Starting", "_workerReport"): ("Starting", None),
+    ("Serving", "_workerReport"): ("Serving", None),
+    ("Serving", "_recycleDue"): ("Recycling", None),
+    ("Serving", "_rolloutDue"): ("Rolling", None),
+    ("Rolling", "_workerReport"): ("Rolling", None),
+    ("Rolling", "_recycleDue"): ("Rolling", None),
+    ("Recycling", "stop"): ("Stopping", PENDING),
+    ("Recycling", "rollingRestart"): ("Recycling", PENDING),
+    ("Recycling", "cutShort"): ("Stopping", None),
+    ("Recycling", "_workerReady"): ("Recycling", None),
+    ("Recycling", "_workerExited"): ("Serving", None),
+    ("Recycling", "_respawnDue"): ("Recycling", None),
+    ("Recycling", "_workerReport"): ("Recycling", None),
+    ("Recycling", "_recycleDue"): ("Recycling", None),
+    ("Recycling", "_recycleEnded"): ("Serving", None),
+    ("Stopping", "_workerReport"): ("Stopping", None),
+    ("Stopping", "_recycleDue"): ("Stopping", None),
 }
 
 
@@ -141,12 +182,20 @@ def crash(why: str = "killed by SIGKILL") -> Failure:
 
 
 class Harness:
-    def __init__(self, size: int = 2) -> None:
+    def __init__(self, size: int = 2, recycle: RecyclePolicy | None = None) -> None:
         self.clock = Clock()
         self.spawned: list[FakeWorker] = []
         self.full = 0
         self.changes = 0
-        self.core = PoolCore(self.clock, self.spawn, size, STOP_TIMEOUT, onFull=self.onFull, onChange=self.onChange)
+        self.core = PoolCore(
+            self.clock,
+            self.spawn,
+            size,
+            STOP_TIMEOUT,
+            onFull=self.onFull,
+            onChange=self.onChange,
+            recycle=recycle or RecyclePolicy(),
+        )
         self.machine = poolFor(self.core)
         self.peak = 0
 
@@ -180,13 +229,15 @@ def inState(name: str) -> Harness:
     """
     A pool of 2 driven into state C{name} through its inputs.
     """
-    h = Harness()
+    h = Harness(recycle=RecyclePolicy(maxRequests=TABLE_MAX_REQUESTS))
     if name != "Idle":
         h.machine.start()
-    if name in ("Serving", "Rolling"):
+    if name in ("Serving", "Rolling", "Recycling"):
         h.readyAll()
     if name == "Rolling":
         h.pending = h.machine.rollingRestart()  # type: ignore[attr-defined]
+    if name == "Recycling":
+        h.machine._workerReport(h.live()[0], TABLE_MAX_REQUESTS, None)
     if name in ("Stopping", "Stopped"):
         h.pending = h.machine.stop()  # type: ignore[attr-defined]
     if name == "Stopped":
@@ -202,7 +253,15 @@ def feed(h: Harness, input: str) -> Any:
     args: dict[str, tuple[Any, ...]] = {
         "_workerReady": (starting[-1] if starting else FakeWorker(1, 1),),
         "_workerExited": (starting[-1] if starting else (live[0] if live else FakeWorker(1, 1)), crash()),
+        "_workerReport": (live[0] if live else FakeWorker(1, 1), 1, None),
     }
+    if input == "_recycleDue":
+        # Only sent when a worker is past its limit.
+        for worker in h.core.ready()[:1]:
+            worker.requests = TABLE_MAX_REQUESTS
+    if input == "_recycleEnded":
+        # As after a failed recycle: the old worker waits for the backoff.
+        h.core.recycleAfter = h.clock.seconds() + 1
     method: Callable[..., Any] = getattr(h.machine, input)
     return method(*args.get(input, ()))
 
@@ -538,3 +597,229 @@ class BackoffTests(SynchronousTestCase):
         No wait after a first failure, then 0.5 s doubling to the cap.
         """
         self.assertEqual([backoff(n) for n in range(1, 10)], [0, 0.5, 1, 2, 4, 8, 16, 30, 30])
+
+
+MB = 2**20
+
+
+class RecycleTests(SynchronousTestCase):
+    def serving(self, size: int = 2, **policy: Any) -> Harness:
+        h = Harness(size, RecyclePolicy(**policy))
+        h.machine.start()
+        h.readyAll()
+        return h
+
+    def test_requestLimitRecyclesGracefully(self) -> None:
+        """
+        A worker that reports C{maxRequests} served is replaced as one step
+        of a rollout: its replacement (same generation) starts first, and
+        only once that is ready does the old one drain.  Ready workers never
+        drop below N, and the event says why.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = self.serving(maxRequests=50)
+        old = h.spawned[0]
+        h.machine._workerReport(old, 49, None)
+        self.assertEqual((h.state(), len(h.spawned)), ("Serving", 2))
+        h.machine._workerReport(old, 50, None)
+        self.assertEqual(h.state(), "Recycling")
+        new = h.spawned[-1]
+        self.assertEqual((len(h.spawned), new.generation, old.drained), (3, 1, 0))
+        self.assertEqual(len(h.core.ready()), 2)
+        self.assertEqual(h.core.listing()[0]["recycling"], "served 50 requests (limit 50)")
+        h.machine._workerReady(new)
+        self.assertEqual(old.drained, 1)
+        self.assertEqual(len(h.core.ready()), 2)
+        h.machine._workerExited(old, Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual(h.state(), "Serving")
+        self.assertEqual(h.core.recycled, 1)
+        self.assertEqual(h.core.failures, 0, "a recycled worker is no failure")
+        self.assertEqual(h.live(), [h.spawned[1], new])
+        [started] = [e for e in events if e.get("phase") == "worker-recycling"]
+        self.assertEqual(
+            (started["workerPID"], started["reason"], started["requests"], started["limit"]), (old.pid, "requests", 50, 50)
+        )
+        self.assertEqual(len([e for e in events if e.get("phase") == "worker-recycled"]), 1)
+
+    def test_jitterDrawnPerWorker(self) -> None:
+        """
+        Each worker's limit is C{maxRequests} plus C{randint(0, jitter)},
+        drawn once for each worker it starts.
+        """
+        draws = iter([3, 0, 7])
+        calls: list[tuple[int, int]] = []
+
+        def randint(low: int, high: int) -> int:
+            calls.append((low, high))
+            return next(draws)
+
+        h = self.serving(maxRequests=100, jitter=10, randint=randint)
+        self.assertEqual([w.maxRequests for w in h.core.workers], [103, 100])
+        h.machine._workerReport(h.spawned[0], 102, None)
+        h.machine._workerReport(h.spawned[1], 100, None)
+        self.assertEqual(h.state(), "Recycling")
+        self.assertEqual(h.core.workers[-1].maxRequests, 107)
+        self.assertEqual(calls, [(0, 10)] * 3)
+        self.assertEqual(h.spawned[1].drained + h.spawned[0].drained, 0)
+
+    def test_noLimitByDefault(self) -> None:
+        """
+        With the default policy no report recycles a worker.
+        """
+        h = self.serving()
+        h.machine._workerReport(h.spawned[0], 10**9, 10**12)
+        self.assertEqual((h.state(), len(h.spawned)), ("Serving", 2))
+
+    def test_memoryLimit(self) -> None:
+        """
+        A worker whose reported resident memory is over C{maxMemory} is
+        recycled, with the figures in the event.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = self.serving(maxMemory=100 * MB)
+        h.machine._workerReport(h.spawned[1], 5, 100 * MB)
+        self.assertEqual(h.state(), "Serving")
+        h.machine._workerReport(h.spawned[1], 5, 101 * MB)
+        self.assertEqual(h.state(), "Recycling")
+        [started] = [e for e in events if e.get("phase") == "worker-recycling"]
+        self.assertEqual((started["reason"], started["rss"], started["limit"]), ("memory", 101 * MB, 100 * MB))
+        self.assertEqual(started["recycling"], "uses 101 MB (limit 100 MB)")
+
+    def test_oneAtATime(self) -> None:
+        """
+        Two workers past their limit are recycled one after the other.
+        """
+        h = self.serving(maxRequests=10)
+        first, second = h.spawned
+        h.machine._workerReport(first, 10, None)
+        h.machine._workerReport(second, 10, None)
+        self.assertEqual(len(h.spawned), 3)
+        h.machine._workerReady(h.spawned[2])
+        self.assertEqual((first.drained, second.drained), (1, 0))
+        h.machine._workerExited(first, Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual(h.state(), "Recycling")
+        self.assertEqual(len(h.spawned), 4)
+        h.machine._workerReady(h.spawned[3])
+        self.assertEqual(second.drained, 1)
+        h.machine._workerExited(second, Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual((h.state(), h.core.recycled), ("Serving", 2))
+        self.assertLessEqual(h.peak, 3)
+
+    def test_waitsWhileStarting(self) -> None:
+        """
+        A worker past its limit before the pool is full waits for it.
+        """
+        h = Harness(2, RecyclePolicy(maxRequests=10))
+        h.machine.start()
+        h.machine._workerReady(h.spawned[0])
+        h.machine._workerReport(h.spawned[0], 10, None)
+        self.assertEqual(len(h.spawned), 2)
+        h.machine._workerReady(h.spawned[1])
+        self.assertEqual(h.state(), "Recycling")
+
+    def test_waitsForRollout(self) -> None:
+        """
+        A worker past its limit during a rollout is recycled once the
+        rollout has ended, not during it.
+        """
+        h = self.serving(maxRequests=10)
+        old = list(h.spawned)
+        result = h.machine.rollingRestart()
+        first = h.spawned[-1]
+        h.machine._workerReady(first)
+        h.machine._workerReport(first, 10, None)
+        self.assertEqual(len(h.spawned), 3)
+        h.machine._workerExited(old[0], Failure(ChildExitedEarly("exit status 0")))
+        h.machine._workerReady(h.spawned[-1])
+        h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
+        self.successResultOf(result)
+        self.assertEqual(h.state(), "Recycling")
+        self.assertEqual(len(h.spawned), 5)
+
+    def test_rolloutWaitsForRecycle(self) -> None:
+        """
+        A rollout asked during a recycle starts once the recycle has ended,
+        and its L{Deferred} fires with the rollout's outcome; a second one
+        meanwhile is refused.
+        """
+        h = self.serving(maxRequests=10)
+        h.machine._workerReport(h.spawned[0], 10, None)
+        result = h.machine.rollingRestart()
+        self.failureResultOf(h.machine.rollingRestart(), RestartInProgress)
+        self.assertNoResult(result)
+        self.assertEqual(len(h.spawned), 3)
+        h.machine._workerReady(h.spawned[2])
+        h.machine._workerExited(h.spawned[0], Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual(h.state(), "Rolling")
+        for _ in range(2):
+            new = h.spawned[-1]
+            self.assertEqual(new.generation, 2)
+            h.machine._workerReady(new)
+            [draining] = [w for w in h.core.workers if w.state == "draining"]
+            h.machine._workerExited(draining.handle, Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual(self.successResultOf(result).replaced, 2)
+        self.assertEqual(h.state(), "Serving")
+
+    def test_newWorkerFailsOldServesOn(self) -> None:
+        """
+        A replacement that exits before it is ready ends the recycle: the
+        old worker is not drained and serves on, and it is not recycled
+        again before the failures' backoff is over.
+        """
+        h = self.serving(maxRequests=10)
+        old = h.spawned[0]
+        h.machine._workerReport(old, 10, None)
+        h.machine._workerExited(h.spawned[2], crash("exit status 1"))
+        self.assertEqual((h.state(), old.drained, h.core.failures), ("Serving", 0, 1))
+        self.assertNotIn("recycling", h.core.listing()[0])
+        h.clock.advance(0.1)
+        h.machine._workerReport(old, 11, None)
+        self.assertEqual(len(h.spawned), 3, "recycled again within the backoff")
+        h.clock.advance(1)
+        h.machine._workerReport(old, 12, None)
+        self.assertEqual((h.state(), len(h.spawned)), ("Recycling", 4))
+
+    def test_oldWorkerCrashesBeforeReplacementReady(self) -> None:
+        """
+        An old worker that crashes while its replacement starts counts as a
+        failure but is not replaced twice: the pool stays at N.
+        """
+        h = self.serving(maxRequests=10)
+        old = h.spawned[0]
+        h.machine._workerReport(old, 10, None)
+        h.machine._workerExited(old, crash())
+        self.assertEqual(h.core.failures, 1)
+        h.clock.advance(MAX_BACKOFF)
+        self.assertEqual(len(h.spawned), 3)
+        h.machine._workerReady(h.spawned[2])
+        self.assertEqual((h.state(), len(h.core.ready())), ("Serving", 2))
+
+    def test_newWorkerDiesWhileOldDrains(self) -> None:
+        """
+        A replacement that dies after it was ready, while the old worker
+        drains, is replaced like any lost worker; the recycle ends when the
+        old one exits.
+        """
+        h = self.serving(maxRequests=10)
+        old = h.spawned[0]
+        h.machine._workerReport(old, 10, None)
+        h.machine._workerReady(h.spawned[2])
+        h.machine._workerExited(h.spawned[2], crash())
+        h.clock.advance(0)
+        self.assertEqual(len(h.spawned), 4)
+        h.machine._workerExited(old, Failure(ChildExitedEarly("exit status 0")))
+        self.assertEqual(h.state(), "Serving")
+        h.machine._workerReady(h.spawned[3])
+        self.assertEqual(len(h.core.ready()), 2)
+
+    def test_stopDuringRecycle(self) -> None:
+        """
+        A stop during a recycle drains every worker, the replacement
+        included, and fails a rollout that waited.
+        """
+        h = self.serving(maxRequests=10)
+        h.machine._workerReport(h.spawned[0], 10, None)
+        waiting = h.machine.rollingRestart()
+        h.machine.stop().addErrback(lambda f: None)
+        self.failureResultOf(waiting, NotReadyToRestart)
+        self.assertEqual([w.drained for w in h.spawned], [1, 1, 1])

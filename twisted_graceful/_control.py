@@ -361,12 +361,19 @@ def _showWorkers(status: dict[str, Any], out: Callable[[str], None]) -> None:
     workers = status.get("workers")
     if not isinstance(workers, list):
         return
-    out(f"workers: {len(workers)}" + (" (crash loop: workers keep failing)" if status.get("crashLoop") else ""))
+    recycled = status.get("recycled")
+    out(
+        f"workers: {len(workers)}"
+        + (f", {recycled} recycled" if isinstance(recycled, int) and recycled else "")
+        + (" (crash loop: workers keep failing)" if status.get("crashLoop") else "")
+    )
     for worker in workers:
         if isinstance(worker, dict):
+            recycling = worker.get("recycling")
             out(
                 f"worker: pid {worker.get('pid')} generation {worker.get('generation')} "
                 f"{worker.get('state')} requests {worker.get('requests')}"
+                + (f" (recycling: {recycling})" if recycling else "")
             )
     rollout = status.get("rollout")
     if isinstance(rollout, dict):

@@ -15,6 +15,14 @@ Invariants, each a state or a refused transition:
     yet replaced serve on;
   - one rollout at a time (L{RestartInProgress}); none while the pool
     starts or stops (L{NotReadyToRestart});
+  - a ready worker past its recycling limit (requests served, or resident
+    memory, as its last report says) is recycled as one step of a rollout:
+    a new worker of its generation starts, and once it is ready the old one
+    drains.  One recycle at a time; none while the pool starts or rolls
+    (each waits, and runs once the pool serves); a rollout asked during a
+    recycle waits for it.  A new worker that fails before it is ready ends
+    the recycle, the old worker serves on, and the next recycle waits for
+    the failures' backoff;
   - a stop drains every worker at once, kills those still there at the stop
     deadline, and ends when the last has exited.
 """
@@ -22,6 +30,7 @@ Invariants, each a state or a refused transition:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from random import randint
 from typing import Any, Callable, Protocol
 
 from attrs import frozen
@@ -103,15 +112,59 @@ class Worker:
     readyAt: float | None = None
     requests: int = 0
     rss: int | None = None
+    maxRequests: int | None = None
+    recycling: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "pid": self.handle.pid,
             "generation": self.generation,
             "state": self.state,
             "requests": self.requests,
             "started": self.started,
         }
+        if self.recycling is not None:
+            described["recycling"] = self.recycling
+        return described
+
+
+@frozen
+class RecyclePolicy:
+    """
+    When a worker is replaced because it has served enough.
+
+    @ivar maxRequests: Requests a worker serves before it is recycled; 0
+        for no limit.
+    @ivar jitter: Each worker's limit is C{maxRequests} plus a number drawn
+        from 0 to C{jitter}, so that workers started together are not
+        recycled together.
+    @ivar maxMemory: Resident memory, in bytes, past which a worker is
+        recycled; 0 for no limit.
+    @ivar randint: Draws the jitter: C{randint(0, jitter)}.
+    """
+
+    maxRequests: int = 0
+    jitter: int = 0
+    maxMemory: int = 0
+    randint: Callable[[int, int], int] = randint
+
+    def limitFor(self) -> int | None:
+        """
+        A new worker's request limit, or L{None} for none.
+        """
+        if self.maxRequests <= 0:
+            return None
+        return self.maxRequests + (self.randint(0, self.jitter) if self.jitter > 0 else 0)
+
+    def reason(self, worker: Worker) -> dict[str, Any] | None:
+        """
+        Why C{worker} is due for recycling, as log fields, or L{None}.
+        """
+        if worker.maxRequests is not None and worker.requests >= worker.maxRequests:
+            return {"reason": "requests", "requests": worker.requests, "limit": worker.maxRequests}
+        if self.maxMemory > 0 and worker.rss is not None and worker.rss > self.maxMemory:
+            return {"reason": "memory", "rss": worker.rss, "limit": self.maxMemory}
+        return None
 
 
 class Pool(Protocol):
@@ -120,6 +173,18 @@ class Pool(Protocol):
 
     def rollingRestart(self) -> Deferred[RolloutOutcome]:
         "Replace every worker, one at a time."
+
+    def _workerReport(self, handle: WorkerHandle, requests: int | None, rss: int | None) -> None:
+        "A worker reported its stats (requests served, resident memory in bytes)."
+
+    def _recycleDue(self) -> None:
+        "A ready worker is past its recycling limit."
+
+    def _recycleEnded(self) -> None:
+        "The recycled worker has exited, or its replacement failed."
+
+    def _rolloutDue(self) -> None:
+        "A rollout asked during a recycle may run."
 
     def stop(self) -> Deferred[None]:
         "Drain every worker at once; fires once the last has exited."
@@ -167,6 +232,10 @@ class PoolCore:
     stopTimeout: float
     onFull: Callable[[], None] = lambda: None
     onChange: Callable[[], None] = lambda: None
+    recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
+    recycled: int = 0
+    recycleAfter: float = 0.0
+    pendingRollout: Deferred[RolloutOutcome] | None = None
     workers: list[Worker] = field(default_factory=list)
     generation: int = 1
     failures: int = 0
@@ -195,6 +264,19 @@ class PoolCore:
         recent = self.clock.seconds() - self.lastFailure < STABLE_AFTER
         return recent or len(self.ready()) < self.size
 
+    def recycleCandidate(self) -> tuple[Worker, dict[str, Any]] | None:
+        """
+        The oldest ready worker past its recycling limit, with why, unless
+        a failed recycle's backoff still runs.
+        """
+        if self.clock.seconds() < self.recycleAfter:
+            return None
+        for worker in sorted(self.ready(), key=lambda w: w.started):
+            why = self.recycle.reason(worker)
+            if why is not None:
+                return worker, why
+        return None
+
     def listing(self) -> list[dict[str, Any]]:
         """
         Each worker, for the status file.
@@ -217,8 +299,21 @@ class _Rollout:
     replaced: int = 0
 
 
+@dataclass
+class _Recycle:
+    """
+    A recycle: the old worker past its limit, and the new worker that
+    replaces it.
+    """
+
+    old: Worker | None
+    new: Worker
+    why: dict[str, Any]
+
+
 def _spawn(pool: Pool, core: PoolCore) -> Worker:
     worker = Worker(core.spawn(pool, core.generation), core.generation, core.clock.seconds())
+    worker.maxRequests = core.recycle.limitFor()
     core.workers.append(worker)
     _log.info(
         "Started worker {workerPID}, generation {generation}",
@@ -248,9 +343,9 @@ def _markReady(pool: Pool, core: PoolCore, handle: WorkerHandle) -> Worker | Non
     return worker
 
 
-def _lost(core: PoolCore, worker: Worker, reason: Failure) -> None:
+def _countFailure(core: PoolCore, worker: Worker) -> None:
     """
-    A worker exited unasked: count the failure and replace it.
+    One more failure in a row, unless C{worker} had been stable.
     """
     now = core.clock.seconds()
     if worker.readyAt is not None and now - worker.readyAt >= STABLE_AFTER:
@@ -258,6 +353,13 @@ def _lost(core: PoolCore, worker: Worker, reason: Failure) -> None:
     else:
         core.failures += 1
     core.lastFailure = now
+
+
+def _lost(core: PoolCore, worker: Worker, reason: Failure) -> None:
+    """
+    A worker exited unasked: count the failure and replace it.
+    """
+    _countFailure(core, worker)
     core.missing += 1
     delay = backoff(core.failures)
     _log.error(
@@ -285,6 +387,46 @@ def _respawnLater(core: PoolCore) -> None:
     core.respawnCall = None
     if core.machine is not None:
         core.machine._respawnDue()
+
+
+def _maybeRecycle(pool: Pool, core: PoolCore) -> None:
+    """
+    Recycle a worker past its limit, if there is one.
+    """
+    if core.recycleCandidate() is not None:
+        pool._recycleDue()
+
+
+def _report(core: PoolCore, handle: WorkerHandle, requests: int | None, rss: int | None) -> Worker | None:
+    worker = core.find(handle)
+    if worker is None:
+        return None
+    if requests is not None:
+        worker.requests = requests
+    if rss is not None:
+        worker.rss = rss
+    return worker
+
+
+def _beginRecycle(pool: Pool, core: PoolCore) -> _Recycle:
+    candidate = core.recycleCandidate()
+    assert candidate is not None, "_recycleDue without a worker past its limit"
+    old, why = candidate
+    if why["reason"] == "requests":
+        old.recycling = f"served {why['requests']} requests (limit {why['limit']})"
+    else:
+        old.recycling = f"uses {why['rss'] // 2**20} MB (limit {why['limit'] // 2**20} MB)"
+    _log.info(
+        "Recycling worker {workerPID}: it {recycling}; starting its replacement first",
+        workerPID=old.handle.pid,
+        generation=old.generation,
+        recycling=old.recycling,
+        phase="worker-recycling",
+        **why,
+    )
+    recycle = _Recycle(old, _spawn(pool, core), why)
+    core.onChange()
+    return recycle
 
 
 def _exited(core: PoolCore, handle: WorkerHandle, reason: Failure) -> Worker | None:
@@ -329,6 +471,9 @@ def _beginStop(pool: Pool, core: PoolCore) -> None:
         core.respawnCall.cancel()
     core.respawnCall = None
     core.missing = 0
+    if core.pendingRollout is not None:
+        pending, core.pendingRollout = core.pendingRollout, None
+        pending.errback(Failure(NotReadyToRestart("the supervisor is stopping; the rollout was abandoned")))
     if core.rollout is not None:
         rollout, core.rollout = core.rollout, None
         error = NotReadyToRestart("the supervisor is stopping; the rollout was abandoned")
@@ -405,7 +550,7 @@ def _refuse(error: Exception) -> Callable[..., Deferred[RolloutOutcome]]:
     return refuse
 
 
-def _ignore(pool: Pool, core: PoolCore, *args: Any) -> None:
+def _ignore(pool: Pool, core: PoolCore, *args: object) -> None:
     return None
 
 
@@ -415,6 +560,7 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
     Starting = builder.state("Starting")
     Serving = builder.state("Serving")
     Rolling = builder.state("Rolling", _beginRollout)
+    Recycling = builder.state("Recycling", _beginRecycle)
     Stopping = builder.state("Stopping")
     Stopped = builder.state("Stopped")
 
@@ -441,6 +587,136 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
     def full(pool: Pool, core: PoolCore) -> None:
         _log.info("All {count} workers are ready", count=core.size, phase="workers-ready")
         core.onFull()
+        _maybeRecycle(pool, core)
+
+    for state in (Starting, Stopping):
+
+        @state.upon(Pool._workerReport).loop()
+        def report(pool: Pool, core: PoolCore, handle: WorkerHandle, requests: int | None, rss: int | None) -> None:
+            _report(core, handle, requests, rss)
+
+    @Rolling.upon(Pool._workerReport).loop()
+    def reportRolling(
+        pool: Pool, core: PoolCore, rollout: _Rollout, handle: WorkerHandle, requests: int | None, rss: int | None
+    ) -> None:
+        # A worker past its limit waits for the rollout's end.
+        _report(core, handle, requests, rss)
+
+    @Recycling.upon(Pool._workerReport).loop()
+    def reportRecycling(
+        pool: Pool, core: PoolCore, recycle: _Recycle, handle: WorkerHandle, requests: int | None, rss: int | None
+    ) -> None:
+        # One recycle at a time: the next waits for this one's end.
+        _report(core, handle, requests, rss)
+
+    @Serving.upon(Pool._workerReport).loop()
+    def reportServing(pool: Pool, core: PoolCore, handle: WorkerHandle, requests: int | None, rss: int | None) -> None:
+        if _report(core, handle, requests, rss) is not None:
+            _maybeRecycle(pool, core)
+
+    Serving.upon(Pool._recycleDue).to(Recycling).returns(None)
+    Rolling.upon(Pool._recycleDue).loop()(_ignore)
+    Recycling.upon(Pool._recycleDue).loop()(_ignore)
+    Stopping.upon(Pool._recycleDue).loop()(_ignore)
+
+    @Recycling.upon(Pool._workerReady).loop()
+    def readyRecycling(pool: Pool, core: PoolCore, recycle: _Recycle, handle: WorkerHandle) -> None:
+        worker = _markReady(pool, core, handle)
+        if worker is None or worker is not recycle.new:
+            return
+        if recycle.old is not None and recycle.old in core.workers and recycle.old.state == "ready":
+            _drainWorker(core, recycle.old)
+        else:
+            pool._recycleEnded()
+
+    @Recycling.upon(Pool._workerExited).loop()
+    def exitedRecycling(
+        pool: Pool, core: PoolCore, recycle: _Recycle, handle: WorkerHandle, reason: Failure
+    ) -> None:
+        worker = core.find(handle)
+        if worker is None:
+            return
+        if worker is recycle.new and worker.state == "starting":
+            core.workers.remove(worker)
+            if recycle.old is None:
+                # The worker it was to replace is gone too.
+                _lost(core, worker, reason)
+            else:
+                _countFailure(core, worker)
+                core.recycleAfter = core.clock.seconds() + max(backoff(core.failures), BASE_BACKOFF)
+                recycle.old.recycling = None
+            _log.error(
+                "Recycle stopped: new worker {workerPID} failed ({reason}); worker {oldPID} serves on",
+                workerPID=handle.pid,
+                oldPID=recycle.old.handle.pid if recycle.old is not None else None,
+                reason=reason.getErrorMessage(),
+                failures=core.failures,
+                phase="recycle-failed",
+            )
+            core.onChange()
+            pool._recycleEnded()
+            return
+        if worker is recycle.old and worker.state != "draining":
+            # It crashed before its replacement was ready: that one replaces it.
+            core.workers.remove(worker)
+            _countFailure(core, worker)
+            _log.error(
+                "Worker {workerPID} exited unexpectedly ({reason}) while its replacement starts",
+                workerPID=handle.pid,
+                generation=worker.generation,
+                reason=reason.getErrorMessage(),
+                failures=core.failures,
+                phase="worker-lost",
+            )
+            recycle.old = None
+            core.onChange()
+            return
+        if worker is recycle.old:
+            core.recycled += 1  # Before the change is reported.
+        _exited(core, handle, reason)
+        if worker is recycle.old:
+            _log.info(
+                "Worker {workerPID} recycled: worker {newPID} serves in its place",
+                workerPID=handle.pid,
+                newPID=recycle.new.handle.pid,
+                recycled=core.recycled,
+                phase="worker-recycled",
+                **recycle.why,
+            )
+            pool._recycleEnded()
+
+    @Recycling.upon(Pool._respawnDue).loop()
+    def respawnRecycling(pool: Pool, core: PoolCore, recycle: _Recycle) -> None:
+        _respawn(pool, core)
+
+    @Recycling.upon(Pool.rollingRestart).loop()
+    def rollingRestartRecycling(pool: Pool, core: PoolCore, recycle: _Recycle) -> Deferred[RolloutOutcome]:
+        if core.pendingRollout is not None:
+            return _refuse(RestartInProgress("a rolling restart is waiting for a recycle to end"))(pool, core)
+        _log.info(
+            "Rolling restart requested while worker {workerPID} is recycled: it starts once that ends",
+            workerPID=recycle.old.handle.pid if recycle.old is not None else None,
+            phase="rollout-waiting",
+        )
+        core.pendingRollout = Deferred()
+        return core.pendingRollout
+
+    @Recycling.upon(Pool._recycleEnded).to(Serving)
+    def recycleEnded(pool: Pool, core: PoolCore, recycle: _Recycle) -> None:
+        if core.pendingRollout is not None:
+            pool._rolloutDue()
+        else:
+            _maybeRecycle(pool, core)
+
+    @Serving.upon(Pool._rolloutDue).to(Rolling)
+    def rolloutDue(pool: Pool, core: PoolCore) -> None:
+        assert core.rolloutResult is not None
+        result, core.rolloutResult = core.rolloutResult, None
+        pending, core.pendingRollout = core.pendingRollout, None
+        if pending is not None:
+            result.chainDeferred(pending)
+        else:
+            result.addErrback(lambda f: None)
 
     Starting.upon(Pool.rollingRestart).loop()(_refuse(NotReadyToRestart("the workers are still starting")))
 
@@ -511,7 +787,9 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
     def respawnRolling(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
         _respawn(pool, core)
 
-    Rolling.upon(Pool._rolloutEnded).to(Serving).returns(None)
+    @Rolling.upon(Pool._rolloutEnded).to(Serving)
+    def rolloutEnded(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
+        _maybeRecycle(pool, core)
 
     def stop(pool: Pool, core: PoolCore, *data: object) -> Deferred[None]:
         waiter = _stopWaiter(core)
@@ -528,6 +806,8 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
         state.upon(Pool.cutShort).to(Stopping)(cutShortRunning)
     Rolling.upon(Pool.stop).to(Stopping)(stop)
     Rolling.upon(Pool.cutShort).to(Stopping)(cutShortRunning)
+    Recycling.upon(Pool.stop).to(Stopping)(stop)
+    Recycling.upon(Pool.cutShort).to(Stopping)(cutShortRunning)
 
     @Stopping.upon(Pool.stop).loop()
     def stopAgain(pool: Pool, core: PoolCore) -> Deferred[None]:

@@ -36,7 +36,7 @@ from ._child import DEFAULT_READY_TIMEOUT, ChildProcess, ReadyMessage, describeE
 from ._drain import DEFAULT_IDLE_GRACE
 from ._errors import ChildExitedEarly, ChildReadyTimeout
 from ._inherit import encodeHandover
-from ._pool import Pool, PoolCore, RolloutOutcome, WorkerHandle, poolFor
+from ._pool import Pool, PoolCore, RecyclePolicy, RolloutOutcome, WorkerHandle, poolFor
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
 from ._signals import SignalRouter
 from ._workers import WORKER_IGNORES, workerCommand, workerEnvironment
@@ -182,6 +182,7 @@ class SupervisorService(GracefulService):
         workers: int,
         stopTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT + DEFAULT_STOP_GRACE,
         workerArgv: Sequence[str] | None = None,
+        recycle: RecyclePolicy | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -190,6 +191,8 @@ class SupervisorService(GracefulService):
             stop (their drain, their hooks), before they are killed.
         @param workerArgv: The worker's command; the supervisor's own by
             default.
+        @param recycle: When a worker is recycled (replaced once it has
+            served enough requests or grown too large); never by default.
         @param kwargs: As for L{GracefulService}.
         """
         super().__init__(**kwargs)
@@ -197,7 +200,13 @@ class SupervisorService(GracefulService):
         self._workerArgv = list(workerArgv) if workerArgv is not None else None
         self._workerReadyTimeout = kwargs.get("readyTimeout", DEFAULT_READY_TIMEOUT)
         self.poolCore = PoolCore(
-            self._clock, self._spawnWorker, workers, stopTimeout, onFull=self._poolFull, onChange=self._poolChanged
+            self._clock,
+            self._spawnWorker,
+            workers,
+            stopTimeout,
+            onFull=self._poolFull,
+            onChange=self._poolChanged,
+            recycle=recycle or RecyclePolicy(),
         )
         self.pool = poolFor(self.poolCore)
         self._index = 0
@@ -251,7 +260,9 @@ class SupervisorService(GracefulService):
         if self._statusCall is not None and self._statusCall.active():
             self._statusCall.cancel()
         self._statusCall = None
-        self._reporter.workers(workers=self.poolCore.listing(), crashLoop=self.poolCore.crashLooping())
+        self._reporter.workers(
+            workers=self.poolCore.listing(), crashLoop=self.poolCore.crashLooping(), recycled=self.poolCore.recycled
+        )
 
     def _workerCommand(self) -> list[str]:
         argv = self._workerArgv if self._workerArgv is not None else [sys.executable, *sys.orig_argv[1:]]
@@ -282,13 +293,13 @@ class SupervisorService(GracefulService):
         if record is None:
             return
         requests, rss = stats.get("requests"), stats.get("rss")
-        if isinstance(rss, int):
-            record.rss = rss
-        if isinstance(requests, int) and requests != record.requests:
-            record.requests = requests
-            if self._statusCall is None:
-                # At most one write a second for the counts.
-                self._statusCall = self._clock.callLater(STATUS_INTERVAL, self._poolChanged)
+        requests = requests if isinstance(requests, int) else None
+        changed = requests is not None and requests != record.requests
+        # The pool records the figures and recycles a worker past its limit.
+        self.pool._workerReport(worker, requests, rss if isinstance(rss, int) else None)
+        if changed and self._statusCall is None:
+            # At most one write a second for the counts.
+            self._statusCall = self._clock.callLater(STATUS_INTERVAL, self._poolChanged)
 
     def rollingRestart(self) -> Deferred[RolloutOutcome]:
         """

@@ -112,6 +112,20 @@ def availableCPUs() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
+def _count(name: str, unit: str) -> Any:
+    def coerce(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"{name} takes a whole number of {unit} (0 for no limit), not {value!r}") from None
+        if number < 0:
+            raise ValueError(f"{name} must be zero (no limit) or more, not {value!r}")
+        return number
+
+    coerce.coerceDoc = f"A whole number of {unit}."  # type: ignore[attr-defined]
+    return coerce
+
+
 def _positiveFloat(name: str, zeroAllowed: bool = True) -> Any:
     def coerce(value: str) -> float:
         try:
@@ -179,6 +193,13 @@ class Options(usage.Options):
         ["workers", "w", 1, "Serve with this many worker processes (or 'auto', one per CPU) "
          "under a supervisor that holds the sockets; SIGHUP then replaces the workers one at a time. "
          "1 serves in this process.", _workerCount],
+        ["max-requests", None, 0, "Recycle a worker once it has served this many requests: a new worker "
+         "starts, then the old one drains. 0: never.", _count("--max-requests", "requests")],
+        ["max-requests-jitter", None, 0, "Add a random 0 to this many requests to each worker's "
+         "--max-requests, so that workers are not recycled together.",
+         _count("--max-requests-jitter", "requests")],
+        ["max-worker-memory", None, 0, "Recycle a worker once its resident memory is over this many "
+         "megabytes. 0: never.", _count("--max-worker-memory", "megabytes")],
         ["max-request-body", None, None, "Answer a request body larger than this (bytes, or with K, "
          "M or G) with 413 Payload Too Large, without storing it. Default: no limit.", _maxRequestBody],
         ["handoff-limit", None, DEFAULT_HANDOFF_LIMIT, "At a restart, take at most this many kept-alive "
@@ -272,6 +293,21 @@ class Options(usage.Options):
         prepareDirectory(os.environ)
         requirePrometheus()
 
+    def _checkRecycling(self) -> None:
+        if self["worker"] is not None:
+            return
+        given = [f"--{name}" for name in ("max-requests", "max-requests-jitter", "max-worker-memory") if self[name]]
+        if given and self["workers"] < 2:
+            raise usage.UsageError(
+                f"{' and '.join(given)} recycle worker processes: give --workers 2 or more "
+                "(with --workers 1 this process serves and nothing is recycled)."
+            )
+        if self["max-requests-jitter"] and not self["max-requests"]:
+            raise usage.UsageError(
+                "--max-requests-jitter is added to --max-requests: give --max-requests too, "
+                "such as --max-requests 1000 --max-requests-jitter 50."
+            )
+
     def postOptions(self) -> None:
         if self["app"] is not None and self["wsgi"] is not None:
             raise usage.UsageError("--app and --wsgi cannot be used together: give one application.")
@@ -298,6 +334,7 @@ class Options(usage.Options):
                 "--restart-signal HUP cannot be used with --workers: SIGHUP replaces the workers; "
                 "give another signal, such as USR2."
             )
+        self._checkRecycling()
         # twistd would refuse to start a successor (its pid file names the
         # live predecessor), write the file before the process serves, and
         # delete it at exit even after a successor has taken over: the
@@ -520,6 +557,7 @@ def _makeSupervisor(options: Options) -> GracefulService:
     application code of its own (it loaded the application only to report
     an error before it daemonizes).
     """
+    from ._pool import RecyclePolicy
     from ._supervisor import DEFAULT_STOP_GRACE, SupervisorService
 
     stopTimeout = (
@@ -529,6 +567,11 @@ def _makeSupervisor(options: Options) -> GracefulService:
     service = SupervisorService(
         workers=options["workers"],
         stopTimeout=stopTimeout,
+        recycle=RecyclePolicy(
+            maxRequests=options["max-requests"],
+            jitter=options["max-requests-jitter"],
+            maxMemory=options["max-worker-memory"] * 2**20,
+        ),
         restartSignal=options["restart-signal"],
         hangup=options["sighup"],
         readyTimeout=options["ready-timeout"],

@@ -251,3 +251,36 @@ async def test_treeUpgradeUnderLoad(servers: list[ServerProcess], tmp_path: Path
     os.kill(successor["pid"], signal.SIGTERM)
     for pid in {successor["pid"], *new}:
         await waitUntilGone(pid, timeout=10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recycledUnderLoad(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    C{--max-requests 50} under load (kept-alive and new connections): each
+    worker past 50 requests is replaced by a new one, started first, and no
+    request fails.
+    """
+    server, port = await startSupervisor(servers, tmp_path, "--max-requests", "50")
+    first = workerPids(server)
+    url = f"http://127.0.0.1:{port}/"
+    fresh = FreshLoop(url)
+    fresh.start()
+    kept = LoadLoop(url, keepAlive=True, concurrency=2)
+    kept.start()
+    recycled = await server.waitForPhase("worker-recycled", timeout=20)
+    assert recycled["workerPID"] in first and recycled["reason"] == "requests" and recycled["requests"] >= 50
+    await waitUntilGone(recycled["workerPID"], timeout=10)
+    await until("the replacement answering", lambda: recycled["newPID"] in set(kept.pids()) | fresh.pidsSince(0))
+    await kept.stop()
+    await fresh.stop()
+    served = len(kept.responses) + len(fresh.results) - len(fresh.failedSince(0))
+    recycles = [e for e in server.events if e.get("phase") == "worker-recycled"]
+    seen = set(kept.pids()) | fresh.pidsSince(0)
+    print(f"served {served}, recycles {len(recycles)}, failed {len(kept.failures) + len(fresh.failedSince(0))}, "
+          f"pids seen {len(seen)}")
+    assert kept.failures == [] and fresh.failedSince(0) == []
+    assert seen - first, "no response came from a new worker"
+    starting = [e for e in server.events if e.get("phase") == "worker-recycling"]
+    assert starting and starting[0]["workerPID"] == recycled["workerPID"]
+    assert len(workerPids(server)) == 2
+    assert alive(server.pid or 0)
