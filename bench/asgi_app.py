@@ -1,10 +1,14 @@
 """
-The ASGI twin of bench/app.py's resource, for uvicorn: a small fixed body.
+The ASGI twin of bench/app.py's resource, for uvicorn: a small fixed body;
+`/pid` answers the worker's pid.
 """
+
+import os
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"hello\n"})
+    body = str(os.getpid()).encode() if scope["path"] == "/pid" else b"hello\n"
+    await send({"type": "http.response.body", "body": body})

@@ -6,8 +6,12 @@
 - how evenly 2 workers share the load (requests per worker from the status
   file: max/min share);
 - failed requests while SIGHUP (and, for twistd graceful and gunicorn,
-  SIGUSR2) restarts the workers under wrk, and how long until the old
-  workers are gone.
+  SIGUSR2) restarts the workers under wrk; the hand-over (signal to the first
+  answer from a new worker, seen by a probe on fresh connections every 10 ms)
+  and how long until the old workers are gone; the peak process count and
+  resident memory of the whole tree meanwhile.  gunicorn's SIGUSR2 needs the
+  operator to end the old master: this script sends it SIGTERM as soon as a
+  new worker answers.
 
     pip install gunicorn uvicorn   # for this script only
     python bench/workers.py [--seconds 10]
@@ -45,9 +49,10 @@ def waitForPort(port: int, timeout: float = 30) -> None:
 
 
 def graceful(port: int, workers: int, pidfile: str) -> subprocess.Popen[bytes]:
+    # app.slow answers / as app.root does, and /pid for the probe.
     proc = subprocess.Popen(
         [TWISTD, "-n", f"--pidfile={pidfile}", "--logfile=/dev/null", "graceful", "--port",
-         f"tcp:{port}:interface=127.0.0.1", "--app", "app.root", "--no-access-log",
+         f"tcp:{port}:interface=127.0.0.1", "--app", "app.slow", "--no-access-log",
          "--workers", str(workers), "--probation", "1"],
         cwd=ROOT / "bench", env=env(), stdout=subprocess.DEVNULL,
     )
@@ -120,6 +125,52 @@ def throughput(start, workers: int, seconds: float) -> tuple[float, dict]:  # ty
     return figures["rps"], status
 
 
+def parents() -> dict[int, int]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def tree(roots: set[int]) -> set[int]:
+    """
+    C{roots} and their descendants that are alive.
+    """
+    ppid = parents()
+    found = {r for r in roots if r in ppid}
+    grew = True
+    while grew:
+        more = {pid for pid, parent in ppid.items() if parent in found} - found
+        grew = bool(more)
+        found |= more
+    return {pid for pid in found if alive(pid)}
+
+
+def rss(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def probePid(port: int) -> int | None:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := s.recv(4096):
+                data += chunk
+        return int(data.rsplit(b"\r\n\r\n", 1)[1])
+    except (OSError, ValueError):
+        return None
+
+
 def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """
     wrk for C{seconds}; C{signum} to the master a third of the way in.
@@ -128,36 +179,59 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
     pidfile = os.path.join(tmp, "app.pid")
     proc = start(port, 2, pidfile)
     result: dict[str, float] = {}
+    wholeTree = signum == signal.SIGUSR2
     try:
         wrk(port, 1)
         master = int(Path(pidfile).read_text()) if Path(pidfile).exists() else proc.pid
-        old = children(master) if start is not gunicorn or signum == signal.SIGHUP else {master, *children(master)}
+        old = children(master) | ({master} if wholeTree else set())
         runner = threading.Thread(target=lambda: result.update(wrk(port, seconds)))
         runner.start()
         time.sleep(seconds / 3)
+        peakCount = peakMemory = 0
         sent = time.monotonic()
         os.kill(master, signum)
-        gone = None
+        gone = handoff = None
+        probeFailures = 0
         while runner.is_alive() or gone is None:
+            now = time.monotonic()
+            roots = {proc.pid, master}
+            try:
+                roots.add(int(Path(pidfile).read_text()))
+            except (OSError, ValueError):
+                pass
+            members = tree(roots)
+            peakCount = max(peakCount, len(members))
+            peakMemory = max(peakMemory, sum(rss(p) for p in members))
+            if handoff is None:
+                pid = probePid(port)
+                if pid is None:
+                    probeFailures += 1
+                elif pid not in old:
+                    handoff = now - sent
+                    if start is gunicorn and wholeTree:
+                        # What gunicorn's docs ask of the operator: end the old
+                        # master (TERM: a graceful stop of it and its workers).
+                        os.kill(master, signal.SIGTERM)
             if gone is None and not any(alive(p) for p in old):
-                gone = time.monotonic() - sent
-            if time.monotonic() - sent > seconds + 30:
+                gone = now - sent
+            if now - sent > seconds + 30:
                 break
             time.sleep(0.01)
         runner.join()
-        result["oldGone"] = gone if gone is not None else float("nan")
-        if start is gunicorn and signum == signal.SIGUSR2:
-            # gunicorn's USR2 starts a new master beside the old one: the old
-            # one must be told to go (WINCH, then TERM), as its docs say.
-            pass
+        result.update(
+            oldGone=gone if gone is not None else float("nan"),
+            handoff=handoff if handoff is not None else float("nan"),
+            peakProcesses=peakCount,
+            peakMemoryMB=round(peakMemory / 2**20, 1),
+            probeFailures=probeFailures,
+        )
     finally:
-        for pid in children(proc.pid):
-            for sub in children(pid):
-                os.kill(sub, signal.SIGTERM)
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        for pid in tree({proc.pid, master}):
+            if pid != proc.pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
     return result
@@ -181,11 +255,15 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
     for start, signum in [(graceful, signal.SIGHUP), (graceful, signal.SIGUSR2), (gunicorn, signal.SIGHUP),
-                          (uvicorn, signal.SIGHUP)]:
+                          (gunicorn, signal.SIGUSR2), (uvicorn, signal.SIGHUP)]:
         figures = restartUnderLoad(start, signum, args.seconds)
         print(json.dumps({"server": start.__name__, "signal": signal.Signals(signum).name,
                           "failed": figures.get("socket_errors", 0) + figures.get("non2xx", 0),
-                          "rps": figures.get("rps"), "oldGoneSeconds": round(figures["oldGone"], 2)}), flush=True)
+                          "probeFailures": figures["probeFailures"], "rps": figures.get("rps"),
+                          "handoffSeconds": round(figures["handoff"], 2),
+                          "oldGoneSeconds": round(figures["oldGone"], 2),
+                          "peakProcesses": figures["peakProcesses"], "peakMemoryMB": figures["peakMemoryMB"]}),
+              flush=True)
 
 
 if __name__ == "__main__":
