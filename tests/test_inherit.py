@@ -59,7 +59,7 @@ def decode(
     if pipes is None:
         pipes = {}
         for variable, direction in [(ENV_READY_FD, "w"), (ENV_LIFELINE_FD, "r")]:
-            if environ.get(variable, "").isdigit():
+            if environ.get(variable, "").isascii() and environ.get(variable, "").isdigit():
                 pipes[int(environ[variable])] = direction
     return Inheritance.fromEnvironment(
         environ, getppid=lambda: parent, familyOf=fakeFamily, identify=BOUND.get, pipeOf=pipes.get,

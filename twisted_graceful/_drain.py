@@ -138,6 +138,7 @@ class DrainingFactory:
     _closeCode: tuple[int, str] = field(init=False, default=(1001, "going away"))
     _timeout: float | None = field(init=False, default=None)
     _mover: Mover | None = field(init=False, default=None)
+    _nextMover: Mover | None = field(init=False, default=None)
     _moved: int = field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
@@ -265,9 +266,15 @@ class DrainingFactory:
         self._accepting = False
         if self._drainStarted is None:
             self._closeCode = RESTART_CLOSE if restarting else GOING_AWAY_CLOSE
-            self._mover = mover
+            self._mover = mover if mover is not None else self._nextMover
             self._startDrain(timeout)
         return self._drained.when()
+
+    def moveOnDrain(self, mover: Mover | None) -> None:
+        """
+        Drain through C{mover} when the drain begins, whoever begins it.
+        """
+        self._nextMover = mover
 
     def resume(self) -> None:
         """
@@ -286,7 +293,7 @@ class DrainingFactory:
             self._deadline.cancel()
         self._deadline = None
         self._accepting = True
-        self._drainStarted = self._timeout = self._result = self._mover = None
+        self._drainStarted = self._timeout = self._result = self._mover = self._nextMover = None
         self._completed = self._abortedConnections = self._abortedRequests = self._moved = 0
         self._drained, self._drainBegan = Once(), Once()
         for protocol in list(self._connections):

@@ -32,6 +32,7 @@ from collections import deque
 from typing import Any, Callable
 
 from attrs import define, field
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReadDescriptor
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -137,6 +138,7 @@ class HandoffSender:
     _reactor: Any
     _sock: socket.socket
     _timeout: float = ANSWER_TIMEOUT
+    helloFirst: bool = False
     moved: int = field(init=False, default=0)
     refused: int = field(init=False, default=0)
     _hello: bool = field(init=False, default=False)
@@ -157,9 +159,22 @@ class HandoffSender:
     def open(self) -> bool:
         """
         C{True} while offers may be taken: the channel works and the
-        successor has room for more (as far as this process knows).
+        successor has room for more (as far as this process knows).  With
+        C{helloFirst}, only once the successor has said hello: a channel
+        whose other end may never speak (a worker's, to its supervisor)
+        takes no offer before.
         """
+        if self.helloFirst and not self._hello:
+            return False
         return not self._closed and (not self._hello or self._remaining > 0)
+
+    def hear(self) -> None:
+        """
+        Read what the successor has sent so far, now (as the reactor would
+        once the channel is readable).
+        """
+        if not self._closed:
+            self.doRead()
 
     def offer(
         self, identity: str, family: int, fileno: int, taken: Callable[[], None], refused: Callable[[str], None]
@@ -301,12 +316,17 @@ class HandoffReceiver:
 
     _reactor: Any
     _sock: socket.socket
-    _adopt: Callable[[str, socket.AddressFamily, int], str | None]
+    _adopt: Callable[[str, socket.AddressFamily, int], str | None | Deferred[str | None]]
     _limit: int = DEFAULT_HANDOFF_LIMIT
     parentPID: int | None = None
     moved: int = field(init=False, default=0)
     refused: dict[str, int] = field(init=False, factory=dict)
     _closed: bool = field(init=False, default=False)
+    _pending: int = field(init=False, default=0)
+
+    def _settled(self, result: Any) -> Any:
+        self._pending -= 1
+        return result
 
     def start(self) -> None:
         """
@@ -342,24 +362,34 @@ class HandoffReceiver:
             finally:
                 for fd in fds:
                     os.close(fd)
-            if reason is None:
-                self.moved += 1
+            if isinstance(reason, Deferred):
+                # Answered later (a supervisor passing it on to a worker).
+                reason.addCallback(self._answer, seq)
             else:
-                self.refused[reason] = self.refused.get(reason, 0) + 1
-            if seq is None:
-                continue
-            try:
-                send(self._sock, {"seq": seq, "taken": reason is None, "reason": reason or ""})
-            except OSError:
-                self.close()
-                return
+                self._answer(reason, seq)
 
-    def _take(self, message: dict[str, Any] | None, fds: list[int]) -> tuple[int | None, str | None]:
+    def _answer(self, reason: str | None, seq: int | None) -> None:
+        if reason is None:
+            self.moved += 1
+        else:
+            self.refused[reason] = self.refused.get(reason, 0) + 1
+        if seq is None or self._closed:
+            return
+        try:
+            send(self._sock, {"seq": seq, "taken": reason is None, "reason": reason or ""})
+        except OSError:
+            self.close()
+
+    def _take(
+        self, message: dict[str, Any] | None, fds: list[int]
+    ) -> tuple[int | None, str | None | Deferred[str | None]]:
         """
         Adopt the connection C{message} and C{fds} carry, if it is one.
 
         @return: The sequence number to answer (or L{None}), and why the
-            connection was refused (or L{None} if it was taken).
+            connection was refused (or L{None} if it was taken), or a
+            L{Deferred} of that; the adopter dups C{fds[0]} if it needs it
+            once it returns.
         """
         seq = None if message is None else message.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
@@ -370,10 +400,14 @@ class HandoffReceiver:
             return seq, "malformed"
         if not isConnectedStream(fds[0], family):
             return seq, "not a connected socket"
-        if self.moved >= self._limit:
+        if self.moved + self._pending >= self._limit:
             return seq, "limit"
         try:
-            return seq, self._adopt(identity, socket.AddressFamily(family), fds[0])
+            adopted = self._adopt(identity, socket.AddressFamily(family), fds[0])
+            if isinstance(adopted, Deferred):
+                self._pending += 1
+                adopted.addBoth(self._settled)
+            return seq, adopted
         except Exception:
             self._log.failure("Adopting a connection of {identity} failed", identity=identity, phase="handoff-error")
             return seq, "error"

@@ -7,7 +7,7 @@ connections.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -156,6 +156,24 @@ class GracefulSiteService(Service):
         self.listener.listen()
         super().startService()
 
+    def adoptConnection(self, family: int, fileno: int) -> str | None:
+        """
+        Serve the connection C{fileno}, moved here from the process that
+        served it before (L{twisted_graceful._handoff}).
+
+        @return: Why it was refused, or L{None} if it was taken.
+        """
+        if self.port is None:
+            return "not served here"
+        if self.address.tlsContextFactory is not None:
+            return "TLS endpoint"
+        if self.factory.draining:
+            return "draining"
+        if family != self.address.family:
+            return "another address family"
+        self._clock.adoptStreamConnection(fileno, family, self.factory)
+        return None
+
     def whenDraining(self) -> Deferred[None]:
         """
         @return: A L{Deferred} that fires when this endpoint starts to drain.
@@ -210,3 +228,18 @@ class GracefulSiteService(Service):
         """
         super().stopService()
         return self.drain()
+
+
+def adopterFor(endpoints: Callable[[], Iterable[GracefulSiteService]]) -> Callable[[str, int, int], str | None]:
+    """
+    Adopts a moved connection into the endpoint of its identity, among
+    C{endpoints()}.
+    """
+
+    def adopt(identity: str, family: int, fileno: int) -> str | None:
+        for endpoint in endpoints():
+            if endpoint.identity == identity:
+                return endpoint.adoptConnection(family, fileno)
+        return "not served here"
+
+    return adopt

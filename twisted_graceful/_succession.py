@@ -33,7 +33,7 @@ from ._once import Once
 from ._parent import ParentProcess
 from ._report import Reporter
 from ._restart import DEFAULT_PROBATION, RestartCore, RestartOutcome, Restarter, coordinatorFor
-from ._site import GracefulSiteService
+from ._site import GracefulSiteService, adopterFor
 from ._stop import OrderedStop
 
 
@@ -275,26 +275,10 @@ class Succession:
             channel.close()  # The predecessor keeps them all.
             return
         self._receiver = HandoffReceiver(
-            self._clock, channel, self._adopt, self._handoffLimit, parentPID=self._inheritance.parentPID
+            self._clock, channel, adopterFor(self._endpoints), self._handoffLimit,
+            parentPID=self._inheritance.parentPID,
         )
         self._receiver.start()
-
-    def _adopt(self, identity: str, family: socket.AddressFamily, fileno: int) -> str | None:
-        """
-        Serve the moved connection C{fileno} on the endpoint C{identity}.
-
-        @return: Why it was refused, or L{None} if it was taken.
-        """
-        for endpoint in self._endpoints():
-            if endpoint.identity != identity or endpoint.port is None:
-                continue
-            if endpoint.address.tlsContextFactory is not None:
-                return "TLS endpoint"
-            if endpoint.factory.draining or family != endpoint.address.family:
-                return "draining" if endpoint.factory.draining else "another address family"
-            self._clock.adoptStreamConnection(fileno, family, endpoint.factory)
-            return None
-        return "not served here"
 
     def _handOver(self, child: ChildProcess) -> Deferred[Any]:
         """

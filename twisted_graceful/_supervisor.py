@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from ._broker import Broker, WorkerChannels
 from ._child import DEFAULT_READY_TIMEOUT, ChildProcess, ReadyMessage, describeExit
 from ._drain import DEFAULT_IDLE_GRACE
 from ._errors import ChildExitedEarly, ChildReadyTimeout
@@ -63,6 +64,8 @@ class WorkerProcess(ChildProcess):
         self._pool = pool
         self.failure: Failure | None = None
         self.onStats: Callable[[WorkerProcess, dict[str, Any]], None] = lambda worker, stats: None
+        self.onDrain: Callable[[WorkerProcess], None] = lambda worker: None
+        self.onEnded: Callable[[WorkerProcess], None] = lambda worker: None
         super().__init__(clock, readyFD, lifelineFD, readyTimeout, self._isReady, self._failed, kill=kill)
 
     @property
@@ -107,9 +110,11 @@ class WorkerProcess(ChildProcess):
             why = Failure(ChildExitedEarly(f"Worker {self.pid} exited with status 0"))
         else:
             why = Failure(ChildExitedEarly(f"Worker {self.pid} exited: {describeExit(reason)}"))
+        self.onEnded(self)
         self._pool._workerExited(self, why)
 
     def drain(self) -> None:
+        self.onDrain(self)
         if self.transport is not None:
             self.transport.closeChildFD(self._lifelineFD)
 
@@ -211,6 +216,7 @@ class SupervisorService(GracefulService):
         self.pool = poolFor(self.poolCore)
         self._index = 0
         self._statusCall: Any = None
+        self._broker = Broker(self._clock)
         _PoolService(self.pool).setServiceParent(self)
 
     def addEndpoint(
@@ -272,7 +278,14 @@ class SupervisorService(GracefulService):
         self._index += 1
         sockets = {e.identity: e.fileno() for e in self.endpoints() if e.port is not None}
         handover = encodeHandover(sockets, os.getpid(), 0)
-        environ = workerEnvironment(os.environ, handover, self._index, generation)
+        childFDs = dict(handover.childFDs)
+        channels = self._workerChannels()
+        numbers = None
+        if channels is not None:
+            numbers = (max(childFDs) + 1, max(childFDs) + 2)
+            childFDs[numbers[0]] = channels.workerUp.fileno()
+            childFDs[numbers[1]] = channels.workerDown.fileno()
+        environ = workerEnvironment(os.environ, handover, self._index, generation, numbers)
         worker = WorkerProcess(
             pool, self._clock, handover.readyFD, handover.lifelineFD, self._workerReadyTimeout, kill=self._killWorker
         )
@@ -280,13 +293,39 @@ class SupervisorService(GracefulService):
         command = self._workerCommand()
         try:
             self._clock.spawnProcess(
-                worker, command[0], command, env=environ, path=self._workerDirectory, childFDs=handover.childFDs
+                worker, command[0], command, env=environ, path=self._workerDirectory, childFDs=childFDs
             )
         except Exception as e:
             error = ChildExitedEarly(f"Cannot start a worker {command!r}: {e}")
             worker.failure = Failure(error)
             self._clock.callLater(0, pool._workerExited, worker, worker.failure)
+            if channels is not None:
+                for end in (channels.up, channels.down, channels.workerUp, channels.workerDown):
+                    end.close()
+            return worker
+        if channels is not None:
+            channels.spawned()
+            self._broker.add(worker, channels)
+            worker.onDrain = lambda w: self._broker.draining(w, moveConnections=not self.stopping)
+            worker.onEnded = self._broker.remove
         return worker
+
+    def _workerChannels(self) -> WorkerChannels | None:
+        """
+        A new worker's hand-off channels, unless connections do not move.
+        """
+        if not self._connectionHandoff:
+            return None
+        try:
+            return WorkerChannels.make()
+        except OSError as e:
+            self._log.warn(
+                "Cannot make a worker's hand-off channels ({error}): its kept-alive connections will be "
+                "closed, not moved, when it is replaced",
+                error=e,
+                phase="handoff-unavailable",
+            )
+            return None
 
     def _workerStats(self, worker: WorkerProcess, stats: dict[str, Any]) -> None:
         record = self.poolCore.find(worker)

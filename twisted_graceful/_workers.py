@@ -28,7 +28,10 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from ._errors import ListenFailed
-from ._inherit import ALL_VARIABLES, Handover, Inheritance
+from ._handoff import HandoffReceiver, HandoffSender
+from ._inherit import ALL_VARIABLES, Handover, Inheritance, isHandoffChannel
+from ._movable import EndpointMover
+from ._site import adopterFor
 
 ENV_WORKER = "TWISTED_GRACEFUL_WORKER"
 STATS_INTERVAL = 1.0
@@ -40,16 +43,24 @@ a worker is nobody's successor.
 
 
 def workerEnvironment(
-    environ: MutableMapping[str, str], handover: Handover, index: int, generation: int
+    environ: MutableMapping[str, str],
+    handover: Handover,
+    index: int,
+    generation: int,
+    channels: tuple[int, int] | None = None,
 ) -> dict[str, str]:
     """
     The environment of a worker: C{environ} without what is meant for the
     supervisor alone, with the worker's inheritance.
+
+    @param channels: The worker's descriptors of its hand-off channels
+        (I{up}, I{down}; see L{twisted_graceful._broker}), or L{None}.
     """
     env = {k: v for k, v in environ.items() if k not in NOT_FOR_WORKERS}
-    env[ENV_WORKER] = json.dumps(
-        {"worker": index, "generation": generation, "inherit": handover.environ}, sort_keys=True
-    )
+    data: dict[str, Any] = {"worker": index, "generation": generation, "inherit": handover.environ}
+    if channels is not None:
+        data["channels"] = list(channels)
+    env[ENV_WORKER] = json.dumps(data, sort_keys=True)
     return env
 
 
@@ -72,11 +83,13 @@ class WorkerInheritance:
     @ivar index: The worker's number, from 1.
     @ivar generation: The pool's generation when it was started.
     @ivar inheritance: Its sockets and pipes, checked as a successor's are.
+    @ivar channels: Its hand-off channels (I{up}, I{down}), or L{None}.
     """
 
     index: int
     generation: int
     inheritance: Inheritance
+    channels: tuple[int, int] | None = None
 
     @classmethod
     def fromEnvironment(
@@ -108,7 +121,32 @@ class WorkerInheritance:
                 "This worker cannot reach its supervisor (its pipes are not open): it was not "
                 "started by twistd graceful --workers, or the supervisor is gone."
             )
-        return cls(index, generation, inheritance)
+        return cls(index, generation, inheritance, _channels(data.get("channels"), checks.get("channelOf")))
+
+
+def _channels(value: object, channelOf: Callable[[int], bool] | None) -> tuple[int, int] | None:
+    """
+    The worker's hand-off channels from C{value}, if it names two of them.
+    """
+    if value is None:
+        return None
+    check = channelOf if channelOf is not None else isHandoffChannel
+    if (
+        isinstance(value, list) and len(value) == 2
+        and all(isinstance(f, int) and not isinstance(f, bool) and f > 2 and check(f) for f in value)
+        and value[0] != value[1]
+    ):
+        return value[0], value[1]
+    _log.warn(
+        "Ignoring the worker's hand-off channels {value!r}: not two inherited channels; its kept-alive "
+        "connections will be closed at a restart, not moved",
+        value=value,
+        phase="inherit-ignored",
+    )
+    return None
+
+
+_log = Logger()
 
 
 def countRequests(site: Site, counter: list[int]) -> None:
@@ -156,6 +194,9 @@ class WorkerLink(Service):
     _memory: Callable[[], int | None] = residentMemory
     _stats: IDelayedCall | None = field(default=None, init=False)
     _lifeline: Any = field(default=None, init=False)
+    _endpoints: list[Any] = field(factory=list, init=False)
+    _sender: HandoffSender | None = field(default=None, init=False)
+    _receiver: HandoffReceiver | None = field(default=None, init=False)
     _log = Logger()
 
     def __attrs_post_init__(self) -> None:
@@ -168,7 +209,8 @@ class WorkerLink(Service):
         @raise ListenFailed: The supervisor passed no socket for one of them.
         """
         sockets = self.given.inheritance.sockets
-        for endpoint in endpoints:
+        self._endpoints = list(endpoints)
+        for endpoint in self._endpoints:
             passed = sockets.get(endpoint.identity)
             if passed is None or passed[1] != endpoint.address.family:
                 raise ListenFailed(
@@ -189,6 +231,7 @@ class WorkerLink(Service):
         assert readyFD is not None
         # The supervisor may be slow to read: never block on it.
         self._setBlocking(readyFD, False)
+        self._openChannels()
         self._send("ready", worker=self.given.index)
         self._log.info(
             "Worker {worker} serving as pid {pid}, supervisor {supervisorPID}",
@@ -199,6 +242,45 @@ class WorkerLink(Service):
         )
         self._watchLifeline()
         self._stats = self.reactor.callLater(STATS_INTERVAL, self._report)
+
+    def _openChannels(self) -> None:
+        """
+        Take connections from other workers from now on (I{down}), and be
+        ready to offer this worker's when it drains (I{up}).
+        """
+        if self.given.channels is None:
+            return
+        import socket
+
+        up, down = (socket.socket(fileno=f) for f in self.given.channels)
+        for channel in (up, down):
+            channel.set_inheritable(False)
+            channel.setblocking(False)
+        self._sender = HandoffSender(self.reactor, up, helloFirst=True)
+        self._sender.start()
+        self._receiver = HandoffReceiver(
+            self.reactor, down, adopterFor(lambda: self._endpoints), parentPID=self.given.inheritance.parentPID
+        )
+        self._receiver.start()
+
+    def _moveOnDrain(self) -> None:
+        """
+        The supervisor asks this worker to drain: if it said hello on
+        I{up} (another worker takes the connections), idle kept-alive
+        connections move instead of being closed.
+        """
+        if self._receiver is not None:
+            self._receiver.close()
+        sender = self._sender
+        if sender is None:
+            return
+        sender.hear()  # The hello came before the lifeline closed.
+        if not sender.open:
+            sender.close("no other worker takes them")
+            return
+        for endpoint in self._endpoints:
+            if endpoint.address.tlsContextFactory is None:
+                endpoint.factory.moveOnDrain(EndpointMover(sender, endpoint.identity, endpoint.address.family))
 
     def _report(self) -> None:
         self._stats = None
@@ -238,6 +320,7 @@ class WorkerLink(Service):
             worker=self.given.index,
             phase="worker-stopping",
         )
+        self._moveOnDrain()
         try:
             self.reactor.stop()
         except Exception:
@@ -245,6 +328,18 @@ class WorkerLink(Service):
 
     def stopService(self) -> None:
         super().stopService()
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            moved, refused = sender.moved, sender.refused
+            sender.close()
+            if moved or refused:
+                self._log.info(
+                    "Moved {moved} kept-alive connections to another worker; {refused} stayed to drain here",
+                    moved=moved,
+                    refused=refused,
+                    worker=self.given.index,
+                    phase="handoff-sent",
+                )
         if self._stats is not None and self._stats.active():
             self._stats.cancel()
         self._stats = None

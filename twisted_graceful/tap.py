@@ -577,6 +577,8 @@ def _makeSupervisor(options: Options) -> GracefulService:
         readyTimeout=options["ready-timeout"],
         probation=options["probation"],
         pidFile=options["pidfile"],
+        connectionHandoff=not options["no-connection-handoff"],
+        handoffLimit=options["handoff-limit"],
     )
     for description in options["ports"]:
         service.addEndpoint(description, options["resource"], shutdownTimeout=options["shutdown-timeout"])

@@ -168,3 +168,46 @@ async def test_offClosesConnections(tmp_path: Path) -> None:
         connection.close()
         killAll(pids[1:])
         stopServer(server)
+
+
+@pytest_twisted.ensureDeferred
+async def test_workersKeepConnections(tmp_path: Path) -> None:
+    """
+    With C{--workers 2}, rolling restarts (SIGHUP) move each old worker's
+    kept-alive connections to a new worker: 20 unchecking clients lose no
+    POST and never reconnect through 2 rollouts.
+    """
+    port = freePort()
+    server = startServer(
+        tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "tests.integration.app.root",
+        "--workers", "2",
+    )
+    stop = threading.Event()
+    clients = [KeepAliveClient(port, seed, stop) for seed in range(20)]
+    try:
+        await server.waitFor("the supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == server.pid)
+        for client in clients:
+            client.start()
+        await waitUntil("every client to be answered", lambda: all(c.answered for c in clients), 20)
+        for rollout in range(1, 3):
+            server.signal(signal.SIGHUP)
+            done = await server.waitFor(
+                f"rollout {rollout}",
+                lambda e: e.get("phase") in ("rollout-done", "rollout-failed") and e.get("generation", 0) == rollout + 1
+                or e.get("phase") == "rollout-failed",
+            )
+            assert done["phase"] == "rollout-done", done
+        answered = sum(c.answered for c in clients)
+        await waitUntil("answers after the rollouts", lambda: sum(c.answered for c in clients) > answered + 20, 20)
+    finally:
+        stop.set()
+        try:
+            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+        finally:
+            killAll({e["workerPID"] for e in server.events if e.get("phase") == "worker-spawned"})
+            stopServer(server)
+    failures = [f for c in clients for f in c.failures]
+    assert failures == [], failures[:5]
+    assert [c.connection.connects for c in clients] == [1] * 20
+    sent = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent"]
+    assert len(sent) == 4 and sum(sent) >= 20, sent
