@@ -128,6 +128,33 @@ class BrokerTests(SynchronousTestCase):
         self.broker.draining(self.old, moveConnections=True)
         self.assertIsNone(self.old.heard(self.old.up))
 
+    def test_upstreamFirst(self) -> None:
+        """
+        With an upstream channel that takes connections (the successor
+        supervisor's), a draining worker's connections go there, even with
+        no worker ready here.
+        """
+        from twisted_graceful._handoff import HandoffSender, makeChannel
+
+        ours, theirs = makeChannel()
+        self.addCleanup(theirs.close)
+        theirs.settimeout(5)
+        upstream = HandoffSender(self.reactor, ours)
+        upstream.start()
+        self.addCleanup(upstream.close)
+        send(theirs, {"hello": 1, "limit": 5})
+        upstream.hear()
+        self.broker.upstream = upstream
+        self.broker.draining(self.old, moveConnections=True)
+        self.assertIsNotNone(self.old.heard(self.old.up))
+        self.offer()
+        received = receive(theirs)
+        assert received is not None
+        self.assertEqual(received[0]["identity"], IDENTITY)
+        for fd in received[1]:
+            socket.socket(fileno=fd).close()
+        self.assertIsNone(self.new.heard(self.new.down))
+
     def test_removeCloses(self) -> None:
         """
         Once a worker has exited, its channels are closed: a worker still

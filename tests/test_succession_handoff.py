@@ -181,6 +181,34 @@ class OldProcessTests(SynchronousTestCase):
         [warning] = [e for e in self.events if e.get("phase") == "handoff-unavailable"]
         self.assertIn("Too many open files", str(warning["error"]))
 
+    def test_keptChannel(self) -> None:
+        """
+        A service that keeps the channel (a supervisor, whose workers drain
+        after its own endpoints) closes it only when told to.
+        """
+
+        class Keeping(GracefulService):
+            def _successionOptions(self) -> dict[str, Any]:
+                return {"keepChannel": True}
+
+        self.h.service = Keeping(
+            reactor=self.reactor, handleSignals=False, environ={}, argv=SUCCESSOR_ARGV, probation=PROBATION
+        )
+        self.endpoint = self.h.addEndpoint("tcp:8080:interface=127.0.0.1")
+        self.reactor.running = True
+        self.h.service.startService()
+        self.handOver()
+        [successorEnd] = self.channels.successorEnds
+        successorEnd.setblocking(False)
+        self.assertIsNone(receive(successorEnd))  # The drain is over; still open.
+        succession = self.h.service._succession
+        assert succession is not None
+        self.assertIsNotNone(succession.channel)
+        succession.closeChannel()
+        successorEnd.settimeout(5)
+        with self.assertRaises(EOFError):
+            receive(successorEnd)
+
     def test_badLimit(self) -> None:
         """
         A negative limit is refused, naming the argument.

@@ -77,6 +77,7 @@ class Broker:
     _log = Logger()
 
     _reactor: Any
+    upstream: HandoffSender | None = None
     _workers: dict[object, _Worker] = field(init=False, factory=dict)
     _count: int = field(init=False, default=0)
 
@@ -117,6 +118,16 @@ class Broker:
                 ready.append(record)
         return max(ready, key=lambda w: w.order, default=None)
 
+    def _targetSender(self, draining: object) -> HandoffSender | None:
+        """
+        Where connections go: the successor supervisor (C{upstream}, while
+        its channel takes them), else the newest ready worker.
+        """
+        if self.upstream is not None and self.upstream.open:
+            return self.upstream
+        target = self._target(draining)
+        return target.sender if target is not None else None
+
     def draining(self, worker: object, moveConnections: bool) -> None:
         """
         C{worker} is about to be told to drain: if C{moveConnections} and
@@ -127,20 +138,21 @@ class Broker:
         if record is None or record.draining:
             return
         record.draining = True
-        if not moveConnections or self._target(worker) is None:
+        if not moveConnections or self._targetSender(worker) is None:
             return
         record.channels.up.setblocking(False)
         record.receiver = HandoffReceiver(
-            self._reactor, record.channels.up, self._passOn, parentPID=getattr(worker, "pid", None)
+            self._reactor, record.channels.up, self.passOn, parentPID=getattr(worker, "pid", None)
         )
         record.receiver.start()
 
-    def _passOn(self, identity: str, family: socket.AddressFamily, fileno: int) -> Deferred[str | None]:
+    def passOn(self, identity: str, family: int, fileno: int) -> Deferred[str | None]:
         """
-        Offer the connection C{fileno} to the newest ready worker.
+        Offer the connection C{fileno} to the successor supervisor, or to
+        the newest ready worker.
         """
         answer: Deferred[str | None] = Deferred()
-        target = self._target(None)
+        target = self._targetSender(None)
         if target is None:
             answer.callback("no worker takes it")
             return answer
@@ -154,7 +166,7 @@ class Broker:
             os.close(mine)
             answer.callback(why)
 
-        if not target.sender.offer(identity, family, mine, taken, refused):
+        if not target.offer(identity, family, mine, taken, refused):
             os.close(mine)
             answer.callback("no worker takes it")
         return answer

@@ -320,8 +320,15 @@ class GracefulService(MultiService):
             probation=self._probation,
             connectionHandoff=self._connectionHandoff,
             handoffLimit=self._handoffLimit,
+            **self._successionOptions(),
         )
         self._reporter.checkStart(inheritance.parentPID)
+
+    def _successionOptions(self) -> dict[str, Any]:
+        """
+        More keyword arguments of L{Succession}, for subclasses.
+        """
+        return {}
 
     _systemdSockets = staticmethod(systemdSockets)
 

@@ -61,6 +61,8 @@ class Succession:
         probation: float = DEFAULT_PROBATION,
         connectionHandoff: bool = True,
         handoffLimit: int = DEFAULT_HANDOFF_LIMIT,
+        adopt: Callable[[str, int, int], Any] | None = None,
+        keepChannel: bool = False,
     ) -> None:
         """
         @param inheritance: What this process inherited.
@@ -78,6 +80,13 @@ class Succession:
             successor, and take those a predecessor moves, instead of
             closing them.
         @param handoffLimit: Connections to take from a predecessor at most.
+        @param adopt: Serves a connection a predecessor moved (identity,
+            family, descriptor), returning why it was refused, L{None}, or
+            a L{Deferred} of either; by default, on the endpoint of its
+            identity.
+        @param keepChannel: Keep the channel to the successor open once
+            this process's own drain is over, until L{closeChannel} (a
+            supervisor still drains its workers through it).
         """
         self._clock = clock
         self._inheritance = inheritance
@@ -100,6 +109,8 @@ class Succession:
         self._connectionHandoff = connectionHandoff
         self._handoffLimit = handoffLimit
         self._sender: HandoffSender | None = None
+        self._adopt = adopt if adopt is not None else adopterFor(endpoints)
+        self._keepChannel = keepChannel
         self._receiver: HandoffReceiver | None = None
 
     @property
@@ -248,7 +259,24 @@ class Succession:
 
     def _handedOff(self, result: object) -> object:
         """
-        The drain is over: no more connections move.
+        The drain is over: no more connections move (unless the channel is
+        kept for L{closeChannel}).
+        """
+        if self._keepChannel:
+            return result
+        return self.closeChannel(result)
+
+    @property
+    def channel(self) -> HandoffSender | None:
+        """
+        The channel to the successor that a hand-over drains through, or
+        L{None}.
+        """
+        return self._sender if self.handedOver else None
+
+    def closeChannel(self, result: object = None) -> object:
+        """
+        Close the channel to the successor, and log what moved through it.
         """
         sender, self._sender = self._sender, None
         if sender is not None:
@@ -275,7 +303,7 @@ class Succession:
             channel.close()  # The predecessor keeps them all.
             return
         self._receiver = HandoffReceiver(
-            self._clock, channel, adopterFor(self._endpoints), self._handoffLimit,
+            self._clock, channel, self._adopt, self._handoffLimit,
             parentPID=self._inheritance.parentPID,
         )
         self._receiver.start()

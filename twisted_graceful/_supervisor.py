@@ -168,7 +168,13 @@ class _PoolService(Service):
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
-        return self._pool.stop()
+        return self._pool.stop().addBoth(self._stopped)
+
+    def _stopped(self, result: object) -> object:
+        succession = getattr(self.parent, "_succession", None)
+        if succession is not None:
+            succession.closeChannel()
+        return result
 
 
 class SupervisorService(GracefulService):
@@ -306,9 +312,24 @@ class SupervisorService(GracefulService):
         if channels is not None:
             channels.spawned()
             self._broker.add(worker, channels)
-            worker.onDrain = lambda w: self._broker.draining(w, moveConnections=not self.stopping)
+            worker.onDrain = self._workerDraining
             worker.onEnded = self._broker.remove
         return worker
+
+    def _successionOptions(self) -> dict[str, Any]:
+        # Connections a predecessor's workers move go on to a worker; the
+        # channel to a successor stays open while the workers drain.
+        return {"adopt": self._broker.passOn, "keepChannel": True}
+
+    def _workerDraining(self, worker: WorkerProcess) -> None:
+        """
+        C{worker} is told to drain: its connections move to another worker,
+        or, once this supervisor has handed over, to its successor's
+        workers; not when it simply stops.
+        """
+        channel = self._succession.channel if self._succession is not None else None
+        self._broker.upstream = channel
+        self._broker.draining(worker, moveConnections=channel is not None or not self.stopping)
 
     def _workerChannels(self) -> WorkerChannels | None:
         """

@@ -211,3 +211,47 @@ async def test_workersKeepConnections(tmp_path: Path) -> None:
     assert [c.connection.connects for c in clients] == [1] * 20
     sent = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent"]
     assert len(sent) == 4 and sum(sent) >= 20, sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_workersKeepConnectionsThroughUpgrades(tmp_path: Path) -> None:
+    """
+    With C{--workers 2}, upgrades of the whole tree (SIGUSR2) move the old
+    workers' kept-alive connections, through both supervisors, to the new
+    supervisor's workers: 20 unchecking clients lose no POST and never
+    reconnect through 2 upgrades.
+    """
+    port = freePort()
+    server = startServer(
+        tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "tests.integration.app.root",
+        "--workers", "2",
+    )
+    stop = threading.Event()
+    clients = [KeepAliveClient(port, seed, stop) for seed in range(20)]
+    supervisors: list[int] = []
+    try:
+        ready = await server.waitFor("the supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == server.pid)
+        supervisors.append(ready["pid"])
+        for client in clients:
+            client.start()
+        await waitUntil("every client to be answered", lambda: all(c.answered for c in clients), 20)
+        for generation in range(2, 4):
+            ready = await restart(server, supervisors[-1], generation)
+            supervisors.append(ready["pid"])
+        answered = sum(c.answered for c in clients)
+        await waitUntil("answers after the upgrades", lambda: sum(c.answered for c in clients) > answered + 20, 20)
+    finally:
+        stop.set()
+        try:
+            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+        finally:
+            killAll({e["workerPID"] for e in server.events if e.get("phase") == "worker-spawned"})
+            killAll(supervisors[1:])
+            stopServer(server)
+    failures = [f for c in clients for f in c.failures]
+    assert failures == [], failures[:5]
+    assert [c.connection.connects for c in clients] == [1] * 20
+    # Each upgrade moved every client's connection (a worker that moved
+    # none logs nothing).
+    sent = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent" and "worker" in e]
+    assert sum(sent) == 20 * 2, sent
