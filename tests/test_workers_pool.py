@@ -523,6 +523,121 @@ class RollingTests(SynchronousTestCase):
         self.assertEqual([w.drained for w in h.spawned], [1, 1, 1])
 
 
+PROBATION = 5.0
+
+
+class ProbationTests(SynchronousTestCase):
+    def serving(self) -> Harness:
+        h = Harness(2)
+        h.core.probation = PROBATION
+        h.machine.start()
+        h.readyAll()
+        return h
+
+    def firstStep(self, h: Harness) -> tuple[list[FakeWorker], FakeWorker, Deferred[RolloutOutcome]]:
+        """
+        Start a rollout and replace the first old worker.
+        """
+        old = list(h.spawned)
+        result = h.machine.rollingRestart()
+        new = h.spawned[-1]
+        h.machine._workerReady(new)
+        h.machine._workerExited(old[0], Failure(ChildExitedEarly("exit status 0")))
+        return old, new, result
+
+    def test_diesWithinProbationStopsRollout(self) -> None:
+        """
+        A new worker that dies within the probation after it was ready, its
+        predecessor gone already, stops the rollout: the old workers not yet
+        replaced serve on, and the new worker starting takes its place.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION - 1)
+        h.machine._workerExited(new, crash())
+        failure = self.failureResultOf(result, ChildExitedEarly)
+        self.assertIn(f"after it was ready, within the probation of {PROBATION:g} s", failure.getErrorMessage())
+        self.assertEqual((h.state(), old[1].drained), ("Serving", 0))
+        h.clock.advance(MAX_BACKOFF)
+        self.assertEqual(len(h.spawned), 4, "replaced twice")
+        h.machine._workerReady(h.spawned[3])
+        self.assertEqual({w.handle for w in h.core.ready()}, {old[1], h.spawned[3]})
+
+    def test_diesWhilePredecessorDrains(self) -> None:
+        """
+        A new worker that dies within its probation while its predecessor
+        drains stops the rollout, saying so, and is replaced.
+        """
+        h = self.serving()
+        old = list(h.spawned)
+        result = h.machine.rollingRestart()
+        new = h.spawned[-1]
+        h.machine._workerReady(new)
+        h.machine._workerExited(new, crash())
+        self.assertIn("within the probation", self.failureResultOf(result, ChildExitedEarly).getErrorMessage())
+        h.clock.advance(0)
+        self.assertEqual((h.state(), len(h.spawned), old[1].drained), ("Serving", 4, 0))
+
+    def test_doneAfterProbation(self) -> None:
+        """
+        The rollout succeeds only once its last new worker has been ready
+        for the probation.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        last = h.spawned[-1]
+        h.machine._workerReady(last)
+        h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
+        self.assertNoResult(result)
+        self.assertEqual(h.state(), "Rolling")
+        h.clock.advance(PROBATION)
+        self.assertEqual(self.successResultOf(result).replaced, 2)
+        self.assertEqual(h.state(), "Serving")
+
+    def test_lastDiesWithinProbation(self) -> None:
+        """
+        The last new worker dying within its probation fails the rollout;
+        it is replaced.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        last = h.spawned[-1]
+        h.machine._workerReady(last)
+        h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
+        h.clock.advance(1)
+        h.machine._workerExited(last, crash())
+        self.failureResultOf(result, ChildExitedEarly)
+        h.clock.advance(MAX_BACKOFF)
+        self.assertEqual((h.state(), len(h.spawned)), ("Serving", 5))
+        self.assertIsNone(h.core.rollout)
+
+    def test_diesAfterProbation(self) -> None:
+        """
+        A new worker that dies once its probation is over is replaced like
+        any lost worker, and the rollout goes on.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION)
+        h.machine._workerExited(new, crash())
+        self.assertNoResult(result)
+        self.assertEqual(h.state(), "Rolling")
+
+    def test_stopDuringProbation(self) -> None:
+        """
+        A stop while the last new worker is on probation abandons the
+        rollout; the probation's end does nothing.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        h.machine._workerReady(h.spawned[-1])
+        h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
+        h.machine.stop().addErrback(lambda f: None)
+        self.failureResultOf(result, NotReadyToRestart)
+        h.clock.advance(PROBATION)
+        self.assertEqual(h.state(), "Stopping")
+
+
 class StopTests(SynchronousTestCase):
     def test_drainsAllAtOnce(self) -> None:
         """

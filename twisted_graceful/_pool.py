@@ -10,9 +10,11 @@ Invariants, each a state or a refused transition:
   - a rolling restart replaces the workers one at a time, and never runs
     below N ready workers: a new worker is ready first, then one old worker
     drains, and the next new worker starts once that one has exited (so at
-    most N + 1 workers run); a new worker that fails before it is ready, or
-    dies while its predecessor drains, stops the rollout and the workers not
-    yet replaced serve on;
+    most N + 1 workers run); a new worker that fails before it is ready,
+    dies while its predecessor drains, or dies within the probation after it
+    was ready, stops the rollout and the workers not yet replaced serve on;
+    the rollout succeeds once the last new worker has lived through its
+    probation;
   - one rollout at a time (L{RestartInProgress}); none while the pool
     starts or stops (L{NotReadyToRestart});
   - a ready worker past its recycling limit (requests served, or resident
@@ -40,7 +42,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ._errors import NotReadyToRestart, RestartInProgress
+from ._errors import ChildExitedEarly, NotReadyToRestart, RestartInProgress
 
 _log = Logger(namespace="twisted_graceful.workers")
 
@@ -233,6 +235,7 @@ class PoolCore:
     onFull: Callable[[], None] = lambda: None
     onChange: Callable[[], None] = lambda: None
     recycle: RecyclePolicy = field(default_factory=RecyclePolicy)
+    probation: float = 0.0
     recycled: int = 0
     recycleAfter: float = 0.0
     pendingRollout: Deferred[RolloutOutcome] | None = None
@@ -297,6 +300,8 @@ class _Rollout:
     new: Worker | None = None
     draining: Worker | None = None
     replaced: int = 0
+    placed: list[Worker] = field(default_factory=list)
+    probationCall: IDelayedCall | None = None
 
 
 @dataclass
@@ -476,6 +481,8 @@ def _beginStop(pool: Pool, core: PoolCore) -> None:
         pending.errback(Failure(NotReadyToRestart("the supervisor is stopping; the rollout was abandoned")))
     if core.rollout is not None:
         rollout, core.rollout = core.rollout, None
+        if rollout.probationCall is not None and rollout.probationCall.active():
+            rollout.probationCall.cancel()
         error = NotReadyToRestart("the supervisor is stopping; the rollout was abandoned")
         _log.warn("Rollout abandoned: {reason}", reason=str(error), phase="rollout-abandoned")
         rollout.result.errback(Failure(error))
@@ -512,19 +519,48 @@ def _stepRollout(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
     """
     rollout.old = [w for w in rollout.old if w in core.workers and w.state == "ready"]
     if not rollout.old:
-        outcome = RolloutOutcome(core.generation, rollout.replaced, core.clock.seconds() - rollout.started)
-        _log.info(
-            "Rollout done: {replaced} workers replaced in {elapsed:.3f} s, generation {generation}",
-            replaced=outcome.replaced,
-            elapsed=outcome.elapsed,
-            generation=outcome.generation,
-            phase="rollout-done",
-        )
-        core.rollout = None
-        rollout.result.callback(outcome)
-        pool._rolloutEnded()
+        rollout.new = None
+        now = core.clock.seconds()
+        until = max((w.readyAt for w in rollout.placed if w in core.workers and w.readyAt is not None), default=now)
+        if core.probation > 0 and until + core.probation > now:
+            rollout.probationCall = core.clock.callLater(until + core.probation - now, _probationOver, pool, core, rollout)
+            return
+        _finishRollout(pool, core, rollout)
         return
     rollout.new = _spawn(pool, core)
+
+
+def _probationOver(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
+    rollout.probationCall = None
+    if core.rollout is rollout:
+        _finishRollout(pool, core, rollout)
+
+
+def _onProbation(core: PoolCore, rollout: _Rollout, worker: Worker) -> bool:
+    """
+    Whether C{worker} is one of the rollout's new workers, ready for less
+    than the probation.
+    """
+    return (
+        core.probation > 0
+        and worker in rollout.placed
+        and worker.readyAt is not None
+        and core.clock.seconds() - worker.readyAt < core.probation
+    )
+
+
+def _finishRollout(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
+    outcome = RolloutOutcome(core.generation, rollout.replaced, core.clock.seconds() - rollout.started)
+    _log.info(
+        "Rollout done: {replaced} workers replaced in {elapsed:.3f} s, generation {generation}",
+        replaced=outcome.replaced,
+        elapsed=outcome.elapsed,
+        generation=outcome.generation,
+        phase="rollout-done",
+    )
+    core.rollout = None
+    rollout.result.callback(outcome)
+    pool._rolloutEnded()
 
 
 def _beginRollout(pool: Pool, core: PoolCore) -> _Rollout:
@@ -748,6 +784,7 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
         worker = _markReady(pool, core, handle)
         if worker is None or worker is not rollout.new:
             return
+        rollout.placed.append(worker)
         rollout.old = [w for w in rollout.old if w in core.workers and w.state == "ready"]
         if not rollout.old:
             _stepRollout(pool, core, rollout)
@@ -757,6 +794,39 @@ def _makeMachine() -> Callable[[PoolCore], Pool]:
 
     @Rolling.upon(Pool._workerExited).loop()
     def exitedRolling(pool: Pool, core: PoolCore, rollout: _Rollout, handle: WorkerHandle, reason: Failure) -> None:
+        worker = core.find(handle)
+        if worker is not None and worker.state == "ready" and _onProbation(core, rollout, worker):
+            assert worker.readyAt is not None
+            elapsed = core.clock.seconds() - worker.readyAt
+            if rollout.new is not None and rollout.new is not worker and rollout.new.state == "starting":
+                # The new worker starting takes its place.
+                core.workers.remove(worker)
+                _countFailure(core, worker)
+                core.onChange()
+            else:
+                # Replaced (the rollout's own new worker, too, as it died
+                # while its predecessor drains).
+                rollout.new = None
+                _exited(core, handle, reason)
+            error = ChildExitedEarly(
+                f"New worker {handle.pid} exited {elapsed:.3f} s after it was ready, within the probation "
+                f"of {core.probation:g} s ({reason.getErrorMessage()})"
+            )
+            _log.error(
+                "Rollout stopped: {reason}; {count} workers of the previous generation serve on",
+                workerPID=handle.pid,
+                reason=str(error),
+                elapsed=elapsed,
+                probation=core.probation,
+                count=len([w for w in rollout.old if w in core.workers and w.state == "ready"]),
+                phase="rollout-failed",
+            )
+            if rollout.probationCall is not None and rollout.probationCall.active():
+                rollout.probationCall.cancel()
+            core.rollout = None
+            rollout.result.errback(Failure(error))
+            pool._rolloutEnded()
+            return
         worker = _exited(core, handle, reason)
         if worker is None:
             return

@@ -218,6 +218,7 @@ class SupervisorService(GracefulService):
             onFull=self._poolFull,
             onChange=self._poolChanged,
             recycle=recycle or RecyclePolicy(),
+            probation=self._probation,
         )
         self.pool = poolFor(self.poolCore)
         self._index = 0

@@ -166,7 +166,7 @@ async def test_rollingRestartsUnderLoad(servers: list[ServerProcess], tmp_path: 
     Three SIGHUPs under load (kept-alive and new connections): no request
     fails, each rollout replaces both workers, the old ones exit.
     """
-    server, port = await startSupervisor(servers, tmp_path)
+    server, port = await startSupervisor(servers, tmp_path, "--probation", "0.5")
     url = f"http://127.0.0.1:{port}/"
     fresh = FreshLoop(url)
     fresh.start()
@@ -214,6 +214,33 @@ async def test_brokenRolloutStops(servers: list[ServerProcess], tmp_path: Path) 
     assert workerPids(server) == old
     rollout = status(tmp_path)["rollout"]
     assert rollout["outcome"] == "failed"  # type: ignore[index]
+
+
+@pytest_twisted.ensureDeferred
+async def test_newWorkerDiesOnProbation(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    A rollout to a release whose workers die soon after they are ready
+    stops within C{--probation}: the old worker not yet replaced serves on,
+    and the status file says the rollout failed and why.
+    """
+    # Three workers, so that one old worker is left whatever the timing.
+    server, port = await startSupervisor(servers, tmp_path, "--probation", "4", workers=3)
+    old = workerPids(server)
+    (tmp_path / "release").write_text("dies-soon")
+    server.signal(signal.SIGHUP)
+    failed = await server.waitForPhase("rollout-failed", timeout=20)
+    (tmp_path / "release").unlink()
+    assert "within the probation of 4 s" in failed["reason"]
+    survivors = workerPids(server) & old
+    assert survivors
+    assert not any(e.get("phase") == "rollout-done" for e in server.events)
+    loop = FreshLoop(f"http://127.0.0.1:{port}/")
+    loop.start()
+    await until("the old worker answering", lambda: survivors <= loop.pidsSince(0))
+    await loop.stop()
+    await until("the status saying the rollout failed",
+                lambda: status(tmp_path)["rollout"]["outcome"] == "failed")  # type: ignore[index]
+    assert "within the probation" in status(tmp_path)["rollout"]["reason"]  # type: ignore[index]
 
 
 @pytest_twisted.ensureDeferred

@@ -1,7 +1,9 @@
 """
 The application of the workers' integration tests: C{/} answers the
 worker's pid.  A worker started while the file C{release} in the working
-directory says C{broken} fails to load it, as a bad release would.
+directory says C{broken} fails to load it, as a bad release would; one
+started while it says C{dies-soon} exits 0.3 s after its reactor started
+(after it reported ready).
 """
 
 from __future__ import annotations
@@ -17,4 +19,11 @@ def root() -> IResource:
     release = Path("release")
     if release.exists() and release.read_text().strip() == "broken":
         raise RuntimeError("this release is broken")
+    if release.exists() and release.read_text().strip() == "dies-soon":
+        import os
+
+        from twisted.internet import reactor
+
+        # Once the reactor runs, which is when the worker reports ready.
+        reactor.callWhenRunning(reactor.callLater, 0.3, os._exit, 3)  # type: ignore[attr-defined]
     return App()
