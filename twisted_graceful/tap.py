@@ -171,7 +171,8 @@ class Options(usage.Options):
          _positiveFloat("--ready-timeout", zeroAllowed=False)],
         ["probation", None, DEFAULT_PROBATION,
          "Seconds a ready successor must live before this process lets go of its sockets; "
-         "if it dies sooner (or while this process drains), this process serves again.",
+         "if it dies sooner (or while this process drains), this process serves again. With "
+         "--workers, a new worker that dies this soon stops a rolling restart.",
          _positiveFloat("--probation")],
         ["restart-signal", None, "USR2",
          "The signal that restarts the server with no downtime (a name such as USR2 or HUP), "
