@@ -72,10 +72,11 @@ class Events:
     a thread as they come.
     """
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], name: str = "the server") -> None:
         import queue
         import threading
 
+        self._name = name
         self._queue: queue.Queue[dict] = queue.Queue()  # type: ignore[type-arg]
         self._proc = proc
         threading.Thread(target=self._read, daemon=True).start()
@@ -102,7 +103,22 @@ class Events:
                 break
             if predicate(event):
                 return event
-        raise SystemExit("timed out waiting for the server")
+        raise SystemExit(f"timed out waiting for {self._name}")
+
+
+def askPid(port: int, timeout: float) -> int:
+    """
+    The pid that answers C{GET /pid} on a new connection to C{port}.
+
+    @raise OSError: The connection failed.
+    @raise ValueError: The answer is not a pid.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(4096):
+            data += chunk
+    return int(data.rsplit(b"\r\n\r\n", 1)[1])
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -21,13 +21,12 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import threading
 import time
 
-from _common import ROOT, TWISTD, Events, env, freePort
+from _common import ROOT, TWISTD, Events, askPid, env, freePort
 
 PROBE_INTERVAL = 0.005
 
@@ -46,12 +45,7 @@ def probe(port: int, stop: threading.Event, results: list) -> None:  # type: ign
     while not stop.is_set() and time.monotonic() < deadline:
         started = time.monotonic()
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-                s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := s.recv(4096):
-                    data += chunk
-            pid = int(data.rsplit(b"\r\n\r\n", 1)[1])
+            pid = askPid(port, timeout=5)
             results.append((time.monotonic(), pid, None))
         except Exception as e:  # noqa: BLE001
             results.append((time.monotonic(), None, repr(e)))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import re
 import shutil
 import signal
@@ -37,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, TWISTD, env, freePort
+from _common import ROOT, TWISTD, Events, env, freePort
 
 from twisted_graceful._pidfile import isAlive as alive
 
@@ -120,27 +119,11 @@ class Graceful(Server):
              "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "app.slow", "--no-access-log"],
             stdout=subprocess.PIPE, cwd=workdir, env=env(),
         )
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._events = Events(self.proc, "twistd graceful")
         self.pid = self.waitFor(lambda e: e.get("phase") == "ready")["pid"]
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            text = line.strip(b"\x1e \r\n")
-            if text.startswith(b"{"):
-                self.events.put(json.loads(text))
-
     def waitFor(self, predicate: Any, timeout: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if predicate(event):
-                return event
-        raise SystemExit("timed out waiting for twistd graceful")
+        return self._events.waitFor(predicate, timeout)
 
     def rootPID(self) -> int:
         return int(self.pid)

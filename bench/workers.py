@@ -31,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import ROOT, TWISTD, env, freePort, stop, wrk
+from _common import ROOT, TWISTD, askPid, env, freePort, stop, wrk
 
 BIN = Path(sys.executable).parent
 
@@ -158,15 +158,8 @@ def rss(pid: int) -> int:
 
 
 def probePid(port: int) -> int | None:
-    import socket
-
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            s.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-        return int(data.rsplit(b"\r\n\r\n", 1)[1])
+        return askPid(port, timeout=2)
     except (OSError, ValueError):
         return None
 
