@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_graceful import GracefulService
 from twisted_graceful import _succession
+from twisted_graceful._errors import SuccessorDied
 from twisted_graceful._handoff import makeChannel, receive, send
 from twisted_graceful._inherit import Inheritance
 from twisted_graceful._movable import EndpointMover
@@ -155,8 +156,9 @@ class OldProcessTests(SynchronousTestCase):
         self.start()
         client = self.h.connect(self.endpoint)
         self.h.send(client, b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
-        _, process = self.handOver()
+        d, process = self.handOver()
         process.exit(Failure(ProcessTerminated(exitCode=1)))
+        self.failureResultOf(d, SuccessorDied)
         [successorEnd] = self.channels.successorEnds
         with self.assertRaises(EOFError):
             receive(successorEnd)

@@ -50,6 +50,8 @@ class OptionsTests(SynchronousTestCase):
         message = str(caught.exception.code)
         self.assertTrue(message.startswith("twistd graceful: "), message)
         self.assertEqual(len(message.splitlines()), 2)
+        # Twisted's own preamble to a coercer's message is not repeated.
+        self.assertNotIn("enforcement", message)
         for fragment in fragments:
             self.assertIn(fragment, message)
 

@@ -202,7 +202,7 @@ class Options(usage.Options):
         ["max-worker-memory", None, 0, "Recycle a worker once its resident memory is over this many "
          "megabytes. 0: never.", _count("--max-worker-memory", "megabytes")],
         ["max-request-body", None, None, "Answer a request body larger than this (bytes, or with K, "
-         "M or G) with 413 Payload Too Large, without storing it. Default: no limit.", _maxRequestBody],
+         "M or G) with 413 Payload Too Large, without storing it. Default: no limit", _maxRequestBody],
         ["handoff-limit", None, DEFAULT_HANDOFF_LIMIT, "At a restart, take at most this many kept-alive "
          "connections from the previous process; the others drain there.", _handoffLimit],
     ]
@@ -238,7 +238,9 @@ class Options(usage.Options):
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
-            raise SystemExit(f"twistd graceful: {e}\nSee: twistd graceful --help") from None
+            # usage.Options puts its own words before a coercer's message.
+            message = str(e).removeprefix("Parameter type enforcement failed: ")
+            raise SystemExit(f"twistd graceful: {message}\nSee: twistd graceful --help") from None
         except (AppLoadError, MissingExtra) as e:
             # The application or the installation, not the command line, is
             # at fault: no usage.
@@ -256,7 +258,7 @@ class Options(usage.Options):
         self["ports"].append(description)
 
     opt_port.__doc__ = (
-        "Listen here; give it once per endpoint. A bare number is TCP on all interfaces; "
+        "Listen here; give it once per endpoint. A bare number is TCP on all IPv4 interfaces; "
         "otherwise a Twisted endpoint description: tcp:8080:interface=127.0.0.1, tcp6:8080, "
         "unix:/run/app.sock, ssl:8443:privateKey=key.pem:certKey=cert.pem. Default: 8080."
     )
