@@ -94,8 +94,19 @@ def readStatus(pidfile: str) -> dict:  # type: ignore[type-arg]
 
 
 def children(pid: int) -> set[int]:
+    """
+    The worker processes of C{pid}: its children, less the resource tracker
+    that uvicorn's multiprocessing keeps for the master's whole life.
+    """
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
-    return {int(p) for p in out.split()}
+    return {int(p) for p in out.split() if b"resource_tracker" not in cmdline(int(p))}
+
+
+def cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def alive(pid: int) -> bool:
@@ -219,7 +230,14 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
             probeFailures=probeFailures,
         )
     finally:
-        for pid in tree({proc.pid, master}):
+        # The master that serves now may be a new one (SIGUSR2), no longer
+        # a child of the one started: the pid file names it.
+        roots = {proc.pid, master}
+        try:
+            roots.add(int(Path(pidfile).read_text()))
+        except (OSError, ValueError):
+            pass
+        for pid in tree(roots):
             if pid != proc.pid:
                 try:
                     os.kill(pid, signal.SIGTERM)

@@ -327,6 +327,19 @@ class ProofTests(ControlTestCase):
     def test_missing(self) -> None:
         os.unlink(self.pidfile)
         self.assertRefused(self.command("status"), ExitStatus.NO_SERVER, "No pid file at")
+        self.assertIn("is the server running?", self.err[0])
+
+    def test_stopped(self) -> None:
+        """
+        After a stop, the pid file is gone and the status file says which
+        server stopped: the refusal says so.
+        """
+        os.unlink(self.pidfile)
+        self.status.update(state="stopped")
+        self.assertRefused(
+            self.command("status"), ExitStatus.NO_SERVER,
+            f"No pid file at {self.pidfile}: the server is not running (the last one, pid {SERVER}, stopped;",
+        )
 
     def test_garbage(self) -> None:
         with open(self.pidfile, "w") as f:

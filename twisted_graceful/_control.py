@@ -174,6 +174,17 @@ def _checkFile(path: str, pid: int, system: System) -> None:
             )
 
 
+def _lastServer(statusPath: str) -> str:
+    """
+    What the status file a stopped server left says of it, as a sentence.
+    """
+    last = readStatus(statusPath) or {}
+    pid = last.get("pid")
+    if last.get("state") == "stopped" and isinstance(pid, int) and not isinstance(pid, bool):
+        return f"the server is not running (the last one, pid {pid}, stopped; {statusPath} is what it left)."
+    return "is the server running?"
+
+
 def findServer(pidFile: str, system: System | None = None) -> tuple[int, dict[str, Any]]:
     """
     The pid and status of the server C{pidFile} names, once proved (see the
@@ -189,13 +200,13 @@ def findServer(pidFile: str, system: System | None = None) -> tuple[int, dict[st
         if isinstance(e.__cause__, PermissionError):
             raise ControlError(f"{e} Run this as the server's user or root.", ExitStatus.PERMISSION) from None
         raise ControlError(str(e), ExitStatus.NO_SERVER) from None
+    statusPath = statusPathFor(pidFile)
     if pid is None:
         raise ControlError(
-            f"No pid file at {pidFile}: is the server running? Start it with "
+            f"No pid file at {pidFile}: {_lastServer(statusPath)} Start it with "
             f"twistd --pidfile={pidFile} graceful ...",
             ExitStatus.NO_SERVER,
         )
-    statusPath = statusPathFor(pidFile)
     if not system.alive(pid):
         other = readStatus(statusPath) or {}
         if other.get("pidFileError") and other.get("pid") not in (None, pid):

@@ -76,6 +76,47 @@ class KeepAliveClient(threading.Thread):
         self.connection.close()
 
 
+class Fleet:
+    """
+    C{count} L{KeepAliveClient}s (or C{kind}s) of C{port}, started and
+    stopped together.
+    """
+
+    def __init__(self, port: int, count: int, kind: type[KeepAliveClient] = KeepAliveClient) -> None:
+        self._stop = threading.Event()
+        self.clients = [kind(port, seed, self._stop) for seed in range(count)]
+
+    def answered(self) -> int:
+        return sum(c.answered for c in self.clients)
+
+    async def start(self, what: str = "every client to be answered") -> None:
+        for client in self.clients:
+            client.start()
+        await waitUntil(what, lambda: all(c.answered for c in self.clients), 20)
+
+    async def answerAgain(self, what: str) -> None:
+        """
+        Wait until the clients have had as many answers again as there are
+        clients.
+        """
+        answered = self.answered()
+        await waitUntil(what, lambda: self.answered() > answered + len(self.clients), 20)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in self.clients), 20)
+
+    def failures(self) -> list[str]:
+        return [f for c in self.clients for f in c.failures]
+
+    def assertUnbroken(self) -> None:
+        """
+        No request failed, and every client used one connection throughout.
+        """
+        assert self.failures() == [], self.failures()[:5]
+        assert [c.connection.connects for c in self.clients] == [1] * len(self.clients)
+
+
 async def waitUntil(what: str, predicate: Any, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -106,31 +147,22 @@ async def test_connectionsSurviveRestarts(tmp_path: Path) -> None:
     port = freePort()
     server = startServer(tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "tests.integration.app.root")
     pids: list[int] = []
-    stop = threading.Event()
-    clients = [KeepAliveClient(port, seed, stop) for seed in range(CLIENTS)]
+    fleet = Fleet(port, CLIENTS)
     try:
         ready = await server.waitForPhase("ready", generation=1)
         pids.append(ready["pid"])
-        for client in clients:
-            client.start()
-        await waitUntil("every client to be answered", lambda: all(c.answered for c in clients), 20)
+        await fleet.start()
         for generation in range(2, 2 + RESTARTS):
             ready = await restart(server, pids[-1], generation)
             pids.append(ready["pid"])
-        answered = sum(c.answered for c in clients)
-        await waitUntil(
-            "the last process to answer", lambda: sum(c.answered for c in clients) > answered + CLIENTS, 20
-        )
+        await fleet.answerAgain("the last process to answer")
     finally:
-        stop.set()
         try:
-            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+            await fleet.stop()
         finally:
             killAll(pids[1:])
             stopServer(server)
-    failures = [f for c in clients for f in c.failures]
-    assert failures == [], failures[:5]
-    assert [c.connection.connects for c in clients] == [1] * CLIENTS
+    fleet.assertUnbroken()
     sent = [(e["moved"], e["refused"]) for e in server.events if e.get("phase") == "handoff-sent"]
     assert sent == [(CLIENTS, 0)] * RESTARTS, sent
 
@@ -182,13 +214,10 @@ async def test_workersKeepConnections(tmp_path: Path) -> None:
         tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "tests.integration.app.root",
         "--workers", "2",
     )
-    stop = threading.Event()
-    clients = [KeepAliveClient(port, seed, stop) for seed in range(20)]
+    fleet = Fleet(port, 20)
     try:
         await server.waitFor("the supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == server.pid)
-        for client in clients:
-            client.start()
-        await waitUntil("every client to be answered", lambda: all(c.answered for c in clients), 20)
+        await fleet.start()
         for rollout in range(1, 3):
             server.signal(signal.SIGHUP)
             done = await server.waitFor(
@@ -197,18 +226,14 @@ async def test_workersKeepConnections(tmp_path: Path) -> None:
                 or e.get("phase") == "rollout-failed",
             )
             assert done["phase"] == "rollout-done", done
-        answered = sum(c.answered for c in clients)
-        await waitUntil("answers after the rollouts", lambda: sum(c.answered for c in clients) > answered + 20, 20)
+        await fleet.answerAgain("answers after the rollouts")
     finally:
-        stop.set()
         try:
-            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+            await fleet.stop()
         finally:
             killAll({e["workerPID"] for e in server.events if e.get("phase") == "worker-spawned"})
             stopServer(server)
-    failures = [f for c in clients for f in c.failures]
-    assert failures == [], failures[:5]
-    assert [c.connection.connects for c in clients] == [1] * 20
+    fleet.assertUnbroken()
     sent = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent"]
     assert len(sent) == 4 and sum(sent) >= 20, sent
 
@@ -226,31 +251,24 @@ async def test_workersKeepConnectionsThroughUpgrades(tmp_path: Path) -> None:
         tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--app", "tests.integration.app.root",
         "--workers", "2",
     )
-    stop = threading.Event()
-    clients = [KeepAliveClient(port, seed, stop) for seed in range(20)]
+    fleet = Fleet(port, 20)
     supervisors: list[int] = []
     try:
         ready = await server.waitFor("the supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == server.pid)
         supervisors.append(ready["pid"])
-        for client in clients:
-            client.start()
-        await waitUntil("every client to be answered", lambda: all(c.answered for c in clients), 20)
+        await fleet.start()
         for generation in range(2, 4):
             ready = await restart(server, supervisors[-1], generation)
             supervisors.append(ready["pid"])
-        answered = sum(c.answered for c in clients)
-        await waitUntil("answers after the upgrades", lambda: sum(c.answered for c in clients) > answered + 20, 20)
+        await fleet.answerAgain("answers after the upgrades")
     finally:
-        stop.set()
         try:
-            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+            await fleet.stop()
         finally:
             killAll({e["workerPID"] for e in server.events if e.get("phase") == "worker-spawned"})
             killAll(supervisors[1:])
             stopServer(server)
-    failures = [f for c in clients for f in c.failures]
-    assert failures == [], failures[:5]
-    assert [c.connection.connects for c in clients] == [1] * 20
+    fleet.assertUnbroken()
     # Each upgrade moved every client's connection (a worker that moved
     # none logs nothing).
     sent = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent" and "worker" in e]

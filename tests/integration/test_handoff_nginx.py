@@ -17,7 +17,7 @@ import pytest_twisted
 
 from ._procs import freePort, killAll
 from ._server import startServer, stopServer
-from .test_handoff import CountingConnection, KeepAliveClient, restart, waitUntil
+from .test_handoff import CountingConnection, Fleet, KeepAliveClient, restart, waitUntil
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
@@ -94,14 +94,12 @@ async def test_behindNginx(tmp_path: Path) -> None:
     )
     server = startServer(tmp_path, "--port", f"tcp:{upstream}:interface=127.0.0.1", "--app", "tests.integration.app.root")
     pids: list[int] = []
-    stop = threading.Event()
-    clients = [PeerCountingClient(port, seed, stop) for seed in range(CLIENTS)]
+    fleet = Fleet(port, CLIENTS, PeerCountingClient)
+    clients = fleet.clients
     try:
         ready = await server.waitForPhase("ready", generation=1)
         pids.append(ready["pid"])
-        for client in clients:
-            client.start()
-        await waitUntil("every client to be answered through nginx", lambda: all(c.answered for c in clients), 20)
+        await fleet.start("every client to be answered through nginx")
         await waitUntil("a few answers each", lambda: all(c.answered >= 3 for c in clients), 20)
         before = set().union(*(c.connection.__dict__.get("peers", set()) for c in clients))
         for client in clients:
@@ -109,19 +107,16 @@ async def test_behindNginx(tmp_path: Path) -> None:
         for generation in range(2, 2 + RESTARTS):
             ready = await restart(server, pids[-1], generation)
             pids.append(ready["pid"])
-        answered = sum(c.answered for c in clients)
-        await waitUntil("answers after the restarts", lambda: sum(c.answered for c in clients) > answered + CLIENTS, 20)
+        await fleet.answerAgain("answers after the restarts")
     finally:
-        stop.set()
         try:
-            await waitUntil("the clients to stop", lambda: not any(c.is_alive() for c in clients), 20)
+            await fleet.stop()
         finally:
             killAll(pids[1:])
             stopServer(server)
             nginx.send_signal(signal.SIGTERM)
             nginx.wait(10)
-    failures = [f for c in clients for f in c.failures]
-    assert failures == [], (failures[:5], (tmp_path / "nginx-error.log").read_text()[-2000:])
+    assert fleet.failures() == [], (fleet.failures()[:5], (tmp_path / "nginx-error.log").read_text()[-2000:])
     after = set().union(*(c.connection.__dict__.get("peers", set()) for c in clients))
     assert after <= before, (sorted(after - before), len(before))
     moved = [e["moved"] for e in server.events if e.get("phase") == "handoff-sent"]
