@@ -47,6 +47,7 @@ class _DrainingHTTPChannel(http.HTTPChannel):
     _idleCall: IDelayedCall | None = None
     _moving: Any = None
     _moveRefused: bool = False
+    _closeCall: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         self._lastActive = self._tracker._clock.seconds()
@@ -236,9 +237,63 @@ class _DrainingHTTPChannel(http.HTTPChannel):
         if not self.requests and not self._tryMove():
             self.loseConnection()
 
+    def loseConnection(self) -> None:
+        """
+        Close once the response is written; during a drain, see that a TLS
+        close the client leaves unanswered does not hold the drain.
+        """
+        super().loseConnection()
+        if self._tracker.draining and self._closeCall is None and _overTLS(self.transport):
+            self._closeCall = self._tracker._clock.callLater(self._tracker._idleGrace, self._closeUnanswered)
+
+    def _closeUnanswered(self) -> None:
+        """
+        This TLS connection's close began an idle grace ago and it is still
+        open.
+
+        Twisted's TLS keeps the socket open after its close_notify until the
+        client answers with its own, and many clients never do: they notice
+        the close only when they next use the connection (RFC 8446 and RFC
+        5246 let the side that closes not wait for the answer).  Once the
+        close_notify is sent, every byte of the responses is sent before it:
+        close the socket under TLS (a FIN, not a reset), and nothing is lost.
+        A close_notify not sent yet means a response is still being written:
+        the drain's deadline bounds that.
+        """
+        self._closeCall = None
+        if self.transport is None or getattr(self.transport, "disconnected", False):
+            return
+        if _closeBelowTLS(self.transport):
+            self._tracker._tlsUnanswered += 1
+
     def connectionLost(self, reason: Any = None) -> None:
         _cancelIdle(self)
+        if self._closeCall is not None and self._closeCall.active():
+            self._closeCall.cancel()
+        self._closeCall = None
         super().connectionLost(reason)
+
+
+def _overTLS(transport: Any) -> bool:
+    # PRIVATE: twisted.protocols.tls.TLSMemoryBIOProtocol, the transport of
+    # a connection of a TLS endpoint, keeps its pyOpenSSL connection in
+    # _tlsConnection and the TCP transport it wraps in transport.
+    return getattr(transport, "_tlsConnection", None) is not None and getattr(transport, "transport", None) is not None
+
+
+def _closeBelowTLS(transport: Any) -> bool:
+    """
+    If the TLS C{transport} has sent its close_notify, close the connection
+    under it, without waiting for the peer's.
+
+    @return: C{True} if it did.
+    """
+    from OpenSSL.SSL import SENT_SHUTDOWN
+
+    if not transport._tlsConnection.get_shutdown() & SENT_SHUTDOWN:
+        return False
+    transport.transport.loseConnection()
+    return True
 
 
 def _cancelIdle(channel: Any) -> None:

@@ -140,6 +140,7 @@ class DrainingFactory:
     _mover: Mover | None = field(init=False, default=None)
     _nextMover: Mover | None = field(init=False, default=None)
     _moved: int = field(init=False, default=0)
+    _tlsUnanswered: int = field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
         if "protocol" in vars(self._site) or type(self._site).protocol is not _defaultSiteProtocol:
@@ -295,6 +296,7 @@ class DrainingFactory:
         self._accepting = True
         self._drainStarted = self._timeout = self._result = self._mover = self._nextMover = None
         self._completed = self._abortedConnections = self._abortedRequests = self._moved = 0
+        self._tlsUnanswered = 0
         self._drained, self._drainBegan = Once(), Once()
         for protocol in list(self._connections):
             protocol.stopDraining()
@@ -394,6 +396,7 @@ class DrainingFactory:
             abortedRequests=self._result.abortedRequests,
             abortedConnections=self._result.abortedConnections,
             moved=self._result.moved,
+            tlsCloseUnanswered=self._tlsUnanswered,
             phase="drain-finished",
         )
         self._drained.happen(self._result)

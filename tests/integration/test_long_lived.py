@@ -9,12 +9,13 @@ import datetime
 import os
 import signal
 import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
@@ -202,6 +203,67 @@ async def test_tlsAcrossRestarts(servers: list[ServerProcess], tmp_path: Path) -
         for keepAlive in (True, False)
     ]
     await restartUnderLoad(server, ready, loops)
+
+
+def tlsSocket(port: int) -> ssl.SSLSocket:
+    """
+    A TLS connection to C{port} on 127.0.0.1 that does not check the
+    certificate, with a deadline on every read.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
+
+
+def readUntilEOF(connection: ssl.SSLSocket) -> bytes:
+    """
+    Read until the server's TLS close (or its FIN), and keep the socket
+    open: the TLS close is never answered.
+    """
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    return data
+
+
+@pytest_twisted.ensureDeferred
+async def test_unansweredTLSCloseDoesNotHoldTheDrain(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    TLS clients that never answer the server's TLS close (they keep the
+    socket until they next use it, as connection pools do) do not hold the
+    drain until its deadline: an idle kept-alive connection, and one whose
+    request is answered during the drain with C{Connection: close}, are
+    closed an idle grace after their close began, each with its whole
+    response read, and no connection is counted as aborted.
+    """
+    key, cert, _ = selfSignedCertificate(tmp_path)
+    server = startServer(
+        tmp_path, "--port", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--app", "tests.integration.app.root", "--idle-grace", "0.5", "--shutdown-timeout", "20",
+    )
+    servers.append(server)
+    ready = await server.waitForPhase("ready")
+    port = portOf(ready)
+    idle, busy = tlsSocket(port), tlsSocket(port)
+    try:
+        idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = idle.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(str(ready["pid"]).encode()), answer
+        busy.sendall(b"GET /slow?seconds=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await server.waitFor("the slow request", lambda e: e.get("testEvent") == "slow-received")
+        reads = [threads.deferToThread(readUntilEOF, c) for c in (idle, busy)]
+        server.signal(signal.SIGTERM)
+        finished = await server.waitForPhase("drain-finished")
+        idleRest, busyAnswer = [await d for d in reads]
+    finally:
+        idle.close()
+        busy.close()
+    assert idleRest == b""
+    assert busyAnswer.startswith(b"HTTP/1.1 200") and b"Connection: close" in busyAnswer, busyAnswer
+    assert b"slow response" in busyAnswer and busyAnswer.endswith(b"\r\n0\r\n\r\n"), busyAnswer  # The last chunk.
+    assert (finished["abortedConnections"], finished["tlsCloseUnanswered"]) == (0, 2), finished
+    assert finished["elapsed"] < 10, finished
 
 
 @implementer(IAgentEndpointFactory)
