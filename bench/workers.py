@@ -93,6 +93,16 @@ def readStatus(pidfile: str) -> dict:  # type: ignore[type-arg]
         return {}
 
 
+def readPid(pidfile: str) -> int | None:
+    """
+    The pid in C{pidfile}: the master serving now, a new one after SIGUSR2.
+    """
+    try:
+        return int(Path(pidfile).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def children(pid: int) -> set[int]:
     """
     The worker processes of C{pid}: its children, less the resource tracker
@@ -186,7 +196,7 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
     wholeTree = signum == signal.SIGUSR2
     try:
         wrk(port, 1)
-        master = int(Path(pidfile).read_text()) if Path(pidfile).exists() else proc.pid
+        master = readPid(pidfile) or proc.pid
         old = children(master) | ({master} if wholeTree else set())
         runner = threading.Thread(target=lambda: result.update(wrk(port, seconds)))
         runner.start()
@@ -198,12 +208,7 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
         probeFailures = 0
         while runner.is_alive() or gone is None:
             now = time.monotonic()
-            roots = {proc.pid, master}
-            try:
-                roots.add(int(Path(pidfile).read_text()))
-            except (OSError, ValueError):
-                pass
-            members = tree(roots)
+            members = tree({proc.pid, master, readPid(pidfile) or master})
             peakCount = max(peakCount, len(members))
             peakMemory = max(peakMemory, sum(rss(p) for p in members))
             if handoff is None:
@@ -232,12 +237,7 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
     finally:
         # The master that serves now may be a new one (SIGUSR2), no longer
         # a child of the one started: the pid file names it.
-        roots = {proc.pid, master}
-        try:
-            roots.add(int(Path(pidfile).read_text()))
-        except (OSError, ValueError):
-            pass
-        for pid in tree(roots):
+        for pid in tree({proc.pid, master, readPid(pidfile) or master}):
             if pid != proc.pid:
                 try:
                     os.kill(pid, signal.SIGTERM)

@@ -5,6 +5,7 @@ keep-alive behaviour can be seen byte for byte.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any, Callable
 
 from twisted.internet import reactor
@@ -15,6 +16,17 @@ from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from ._server import DEFAULT_WAIT, Event, withDeadline
+
+
+def insecure() -> ssl.SSLContext:
+    """
+    A TLS client context that does not check the server's certificate (the
+    tests' servers use self-signed ones).
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def portOf(ready: Event) -> int:

@@ -22,7 +22,7 @@ from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 from zope.interface import implementer
 from twisted.web.iweb import IAgentEndpointFactory
 
-from ._client import connectRaw, portOf
+from ._client import connectRaw, insecure, portOf
 from ._load import LoadLoop
 from ._procs import killAll, waitUntilGone
 from ._server import Event, ServerProcess, startServer, stopServer, withDeadline
@@ -210,10 +210,7 @@ def tlsSocket(port: int) -> ssl.SSLSocket:
     A TLS connection to C{port} on 127.0.0.1 that does not check the
     certificate, with a deadline on every read.
     """
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
+    return insecure().wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=15))
 
 
 def readUntilEOF(connection: ssl.SSLSocket) -> bytes:
@@ -338,14 +335,10 @@ def h2Exchange(port: int, opened: Any) -> dict[str, Any]:
     refuses the data of an open stream once GOAWAY arrived): open a slow
     stream, answer PINGs, and record the GOAWAYs and the stream's response.
     """
-    import ssl
-
     from hpack import Decoder, Encoder
     from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame, SettingsFrame
 
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = insecure()
     context.set_alpn_protocols(["h2"])
     result: dict[str, Any] = {"goaway": [], "status": None, "body": b"", "ended": False, "closed": False}
     with socket.create_connection(("127.0.0.1", port), timeout=15) as raw:

@@ -31,6 +31,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
+from ._client import insecure
 from ._procs import freePort, waitUntilGone
 from ._server import ServerProcess, startServer, withDeadline
 from .test_long_lived import hasIPv6, selfSignedCertificate
@@ -142,9 +143,7 @@ class Targets:
             host, port = self.addresses[kind]
             s = socket.create_connection((host, port), timeout=WAIT)
         if kind == "ssl":
-            context = ssl.create_default_context()
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+            context = insecure()
             context.set_alpn_protocols(["http/1.1"])
             s = context.wrap_socket(s, server_hostname="localhost")
         s.settimeout(WAIT)
@@ -529,13 +528,6 @@ def webSocketClosedSocketOpen(targets: Targets, kind: str) -> Case:
             case.ok("the server ended the connection")
 
     return Case(f"{kind} WebSocket closed, socket open", run)
-
-
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 _unread: dict[int, bytes] = {}
