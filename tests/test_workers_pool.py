@@ -549,11 +549,12 @@ class ProbationTests(SynchronousTestCase):
         """
         A new worker that dies within the probation after it was ready, its
         predecessor gone already, stops the rollout: the old workers not yet
-        replaced serve on, and the new worker starting takes its place.
+        replaced serve on, and a replacement takes its place.
         """
         h = self.serving()
         old, new, result = self.firstStep(h)
         h.clock.advance(PROBATION - 1)
+        self.assertEqual(len(h.spawned), 3, "the second new worker waits for the first's probation")
         h.machine._workerExited(new, crash())
         failure = self.failureResultOf(result, ChildExitedEarly)
         self.assertIn(f"after it was ready, within the probation of {PROBATION:g} s", failure.getErrorMessage())
@@ -562,6 +563,22 @@ class ProbationTests(SynchronousTestCase):
         self.assertEqual(len(h.spawned), 4, "replaced twice")
         h.machine._workerReady(h.spawned[3])
         self.assertEqual({w.handle for w in h.core.ready()}, {old[1], h.spawned[3]})
+
+    def test_firstIsACanary(self) -> None:
+        """
+        The second new worker starts only once the first has lived through
+        its probation: a release whose workers die soon after ready replaces
+        one old worker, not every one.
+        """
+        h = self.serving()
+        old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION - 0.5)
+        self.assertEqual((len(h.spawned), old[1].drained), (3, 0))
+        h.clock.advance(0.5)
+        self.assertEqual((len(h.spawned), old[1].drained), (4, 0))
+        h.machine._workerReady(h.spawned[3])
+        self.assertEqual(old[1].drained, 1)
+        self.assertNoResult(result)
 
     def test_diesWhilePredecessorDrains(self) -> None:
         """
@@ -585,6 +602,7 @@ class ProbationTests(SynchronousTestCase):
         """
         h = self.serving()
         old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION)  # The first passed its probation: the second starts.
         last = h.spawned[-1]
         h.machine._workerReady(last)
         h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
@@ -601,6 +619,7 @@ class ProbationTests(SynchronousTestCase):
         """
         h = self.serving()
         old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION)  # The first passed its probation: the second starts.
         last = h.spawned[-1]
         h.machine._workerReady(last)
         h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
@@ -630,6 +649,7 @@ class ProbationTests(SynchronousTestCase):
         """
         h = self.serving()
         old, new, result = self.firstStep(h)
+        h.clock.advance(PROBATION)  # The first passed its probation: the second starts.
         h.machine._workerReady(h.spawned[-1])
         h.machine._workerExited(old[1], Failure(ChildExitedEarly("exit status 0")))
         h.machine.stop().addErrback(lambda f: None)

@@ -10,7 +10,8 @@ Invariants, each a state or a refused transition:
   - a rolling restart replaces the workers one at a time, and never runs
     below N ready workers: a new worker is ready first, then one old worker
     drains, and the next new worker starts once that one has exited (so at
-    most N + 1 workers run); a new worker that fails before it is ready,
+    most N + 1 workers run), the second only once the first has lived
+    through its probation (a canary); a new worker that fails before it is ready,
     dies while its predecessor drains, or dies within the probation after it
     was ready, stops the rollout and the workers not yet replaced serve on;
     the rollout succeeds once the last new worker has lived through its
@@ -527,12 +528,25 @@ def _stepRollout(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
             return
         _finishRollout(pool, core, rollout)
         return
+    first = rollout.placed[0] if len(rollout.placed) == 1 else None
+    if first is not None and first.readyAt is not None and core.probation > 0:
+        # The first new worker is the canary: the others wait until it has
+        # lived through its probation, so that a release that dies soon
+        # after ready replaces one old worker, not all of them.
+        left = first.readyAt + core.probation - core.clock.seconds()
+        if left > 0:
+            rollout.probationCall = core.clock.callLater(left, _probationOver, pool, core, rollout)
+            return
     rollout.new = _spawn(pool, core)
 
 
 def _probationOver(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
     rollout.probationCall = None
-    if core.rollout is rollout:
+    if core.rollout is not rollout:
+        return
+    if any(w in core.workers and w.state == "ready" for w in rollout.old):
+        _stepRollout(pool, core, rollout)
+    else:
         _finishRollout(pool, core, rollout)
 
 

@@ -36,6 +36,7 @@ from ._broker import Broker, WorkerChannels
 from ._child import DEFAULT_READY_TIMEOUT, ChildProcess, ReadyMessage, describeExit
 from ._drain import DEFAULT_IDLE_GRACE
 from ._errors import ChildExitedEarly, ChildReadyTimeout
+from ._forkserver import ForkServer, ForkServerError
 from ._inherit import encodeHandover
 from ._pool import Pool, PoolCore, RecyclePolicy, RolloutOutcome, WorkerHandle, poolFor
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService, GracefulSiteService
@@ -163,14 +164,17 @@ class _PoolService(Service):
     Stops the pool when the supervisor stops (after its endpoints).
     """
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, forkServer: ForkServer | None = None) -> None:
         self._pool = pool
+        self._forkServer = forkServer
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
         return self._pool.stop().addBoth(self._stopped)
 
     def _stopped(self, result: object) -> object:
+        if self._forkServer is not None:
+            self._forkServer.close()
         succession = getattr(self.parent, "_succession", None)
         if succession is not None:
             succession.closeChannel()
@@ -194,6 +198,7 @@ class SupervisorService(GracefulService):
         stopTimeout: float = DEFAULT_SHUTDOWN_TIMEOUT + DEFAULT_STOP_GRACE,
         workerArgv: Sequence[str] | None = None,
         recycle: RecyclePolicy | None = None,
+        forkServer: ForkServer | None = None,
         **kwargs: Any,
     ) -> None:
         """
@@ -204,11 +209,15 @@ class SupervisorService(GracefulService):
             default.
         @param recycle: When a worker is recycled (replaced once it has
             served enough requests or grown too large); never by default.
+        @param forkServer: Forks the workers, which then run the program's
+            own C{__main__} (see L{twisted_graceful._forkserver}); without
+            it, or once it is gone, each worker runs C{workerArgv}.
         @param kwargs: As for L{GracefulService}.
         """
         super().__init__(**kwargs)
         self._workerDirectory = os.getcwd()
         self._workerArgv = list(workerArgv) if workerArgv is not None else None
+        self._forkServer = forkServer
         self._workerReadyTimeout = kwargs.get("readyTimeout", DEFAULT_READY_TIMEOUT)
         self.poolCore = PoolCore(
             self._clock,
@@ -224,7 +233,7 @@ class SupervisorService(GracefulService):
         self._index = 0
         self._statusCall: Any = None
         self._broker = Broker(self._clock)
-        _PoolService(self.pool).setServiceParent(self)
+        _PoolService(self.pool, forkServer).setServiceParent(self)
 
     def addEndpoint(
         self,
@@ -277,9 +286,35 @@ class SupervisorService(GracefulService):
             workers=self.poolCore.listing(), crashLoop=self.poolCore.crashLooping(), recycled=self.poolCore.recycled
         )
 
+    def _ignoredByWorkers(self) -> list[int]:
+        return [*WORKER_IGNORES, *([self._restartSignal] if self._restartSignal else [])]
+
     def _workerCommand(self) -> list[str]:
         argv = self._workerArgv if self._workerArgv is not None else [sys.executable, *sys.orig_argv[1:]]
-        return workerCommand(argv, [*WORKER_IGNORES, *([self._restartSignal] if self._restartSignal else [])])
+        return workerCommand(argv, self._ignoredByWorkers())
+
+    def _start(self, worker: WorkerProcess, environ: dict[str, str], childFDs: dict[int, int | str]) -> None:
+        """
+        Start C{worker}: forked by the fork server, else a fresh interpreter.
+
+        @raise Exception: It could not be started at all.
+        """
+        forkServer = self._forkServer
+        if forkServer is not None and forkServer.lost is None:
+            try:
+                forkServer.spawnProcess(
+                    self._clock, worker, environ, self._workerDirectory, childFDs, self._ignoredByWorkers()
+                )
+                return
+            except ForkServerError as e:
+                self._log.warn(
+                    "The fork server cannot start worker {worker}: {error}; it starts as a fresh interpreter",
+                    worker=self._index,
+                    error=e,
+                    phase="fork-server-lost",
+                )
+        command = self._workerCommand()
+        self._clock.spawnProcess(worker, command[0], command, env=environ, path=self._workerDirectory, childFDs=childFDs)
 
     def _spawnWorker(self, pool: Pool, generation: int) -> WorkerHandle:
         self._index += 1
@@ -292,18 +327,16 @@ class SupervisorService(GracefulService):
             numbers = (max(childFDs) + 1, max(childFDs) + 2)
             childFDs[numbers[0]] = channels.workerUp.fileno()
             childFDs[numbers[1]] = channels.workerDown.fileno()
-        environ = workerEnvironment(os.environ, handover, self._index, generation, numbers)
+        forkServer = self._forkServer.pid if self._forkServer is not None and self._forkServer.lost is None else None
+        environ = workerEnvironment(os.environ, handover, self._index, generation, numbers, forkServer)
         worker = WorkerProcess(
             pool, self._clock, handover.readyFD, handover.lifelineFD, self._workerReadyTimeout, kill=self._killWorker
         )
         worker.onStats = self._workerStats
-        command = self._workerCommand()
         try:
-            self._clock.spawnProcess(
-                worker, command[0], command, env=environ, path=self._workerDirectory, childFDs=childFDs
-            )
+            self._start(worker, environ, childFDs)
         except Exception as e:
-            error = ChildExitedEarly(f"Cannot start a worker {command!r}: {e}")
+            error = ChildExitedEarly(f"Cannot start a worker {self._workerCommand()!r}: {e}")
             worker.failure = Failure(error)
             self._clock.callLater(0, pool._workerExited, worker, worker.failure)
             if channels is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from functools import partial
 from typing import Any, Callable, Iterable, MutableMapping
 
 from attrs import define, field, frozen
@@ -29,7 +30,7 @@ from twisted.web.server import Site
 
 from ._errors import ListenFailed
 from ._handoff import HandoffReceiver, HandoffSender
-from ._inherit import ALL_VARIABLES, Handover, Inheritance, isHandoffChannel
+from ._inherit import ALL_VARIABLES, ENV_PARENT_PID, Handover, Inheritance, isHandoffChannel
 from ._movable import EndpointMover
 from ._site import adopterFor
 
@@ -48,6 +49,7 @@ def workerEnvironment(
     index: int,
     generation: int,
     channels: tuple[int, int] | None = None,
+    forkServer: int | None = None,
 ) -> dict[str, str]:
     """
     The environment of a worker: C{environ} without what is meant for the
@@ -55,11 +57,15 @@ def workerEnvironment(
 
     @param channels: The worker's descriptors of its hand-off channels
         (I{up}, I{down}; see L{twisted_graceful._broker}), or L{None}.
+    @param forkServer: The pid of the fork server, which may be the
+        worker's parent instead of the supervisor.
     """
     env = {k: v for k, v in environ.items() if k not in NOT_FOR_WORKERS}
     data: dict[str, Any] = {"worker": index, "generation": generation, "inherit": handover.environ}
     if channels is not None:
         data["channels"] = list(channels)
+    if forkServer is not None:
+        data["forkServer"] = forkServer
     env[ENV_WORKER] = json.dumps(data, sort_keys=True)
     return env
 
@@ -115,6 +121,10 @@ class WorkerInheritance:
                 f"{ENV_WORKER}={raw[:200]!r} is malformed: a worker is started by its supervisor "
                 "(twistd graceful --workers N); do not set this variable yourself."
             ) from None
+        forkServer = data.get("forkServer")
+        if isinstance(forkServer, int) and "getppid" not in checks:
+            # Forked by the fork server: the supervisor is its parent's parent.
+            checks["getppid"] = partial(_parentOrSupervisor, forkServer, inherit.get(ENV_PARENT_PID))
         inheritance = Inheritance.fromEnvironment({k: str(v) for k, v in inherit.items()}, **checks)
         if inheritance.readyFD is None or inheritance.lifelineFD is None:
             raise ListenFailed(
@@ -122,6 +132,17 @@ class WorkerInheritance:
                 "started by twistd graceful --workers, or the supervisor is gone."
             )
         return cls(index, generation, inheritance, _channels(data.get("channels"), checks.get("channelOf")))
+
+
+def _parentOrSupervisor(forkServer: int, supervisor: object) -> int | None:
+    """
+    This process's parent, or the supervisor if the parent is its fork
+    server.
+    """
+    parent = os.getppid()
+    if parent == forkServer and isinstance(supervisor, (int, str)) and str(supervisor).isdigit():
+        return int(supervisor)
+    return parent
 
 
 def _channels(value: object, channelOf: Callable[[int], bool] | None) -> tuple[int, int] | None:

@@ -210,6 +210,8 @@ class Options(usage.Options):
         ["no-access-log", None, "Do not log requests."],
         ["no-connection-handoff", None, "At a restart, close kept-alive connections (once idle) "
          "instead of moving them to the new process."],
+        ["no-fork-server", None, "With --workers: start each worker as a fresh interpreter instead of "
+         "forking it from the fork server (slower: a few tenths of a second a worker)."],
     ]
 
     def __init__(self) -> None:
@@ -338,6 +340,10 @@ class Options(usage.Options):
                 "give another signal, such as USR2."
             )
         self._checkRecycling()
+        self["fork-server"] = None
+        if self["worker"] is None and self["workers"] > 1 and not self["no-fork-server"]:
+            # Before the application is loaded, so that each worker loads it.
+            self["fork-server"] = _startForkServer(getattr(self, "parent", None))
         # twistd would refuse to start a successor (its pid file names the
         # live predecessor), write the file before the process serves, and
         # delete it at exit even after a successor has taken over: the
@@ -407,6 +413,25 @@ def _importFromWorkingDirectory(path: list[str]) -> None:
         return  # The directory is gone: nothing to import from it.
     if here not in map(os.path.abspath, path):
         path.insert(0, here)
+
+
+def _startForkServer(parent: Any) -> Any:
+    """
+    Fork the fork server of C{--workers} now, before a reactor or the
+    application is loaded.
+
+    @return: The L{twisted_graceful._forkserver.ForkServer}, or why there is
+        none (the workers then start as fresh interpreters).
+    """
+    from . import _forkserver
+
+    why = _forkserver.cannotFork()
+    if why is None:
+        try:
+            return _forkserver.start(detach=not (parent is not None and parent.get("nodaemon")))
+        except OSError as e:
+            why = f"it could not be forked ({e})"
+    return why
 
 
 def _takeOverLog(parent: Any) -> str | None:
@@ -560,8 +585,11 @@ def _makeSupervisor(options: Options) -> GracefulService:
     application code of its own (it loaded the application only to report
     an error before it daemonizes).
     """
+    from ._forkserver import ForkServer
     from ._pool import RecyclePolicy
     from ._supervisor import DEFAULT_STOP_GRACE, SupervisorService
+
+    forkServer = options.get("fork-server")
 
     stopTimeout = (
         options["shutdown-timeout"] + options["drain-delay"]
@@ -582,7 +610,12 @@ def _makeSupervisor(options: Options) -> GracefulService:
         pidFile=options["pidfile"],
         connectionHandoff=not options["no-connection-handoff"],
         handoffLimit=options["handoff-limit"],
+        forkServer=forkServer if isinstance(forkServer, ForkServer) else None,
     )
+    if isinstance(forkServer, str):
+        _log.info(
+            "Workers start as fresh interpreters, not forked: {why}", why=forkServer, phase="fork-server-unavailable"
+        )
     for description in options["ports"]:
         service.addEndpoint(description, options["resource"], shutdownTimeout=options["shutdown-timeout"])
     try:

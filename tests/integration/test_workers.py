@@ -311,3 +311,56 @@ async def test_recycledUnderLoad(servers: list[ServerProcess], tmp_path: Path) -
     assert starting and starting[0]["workerPID"] == recycled["workerPID"]
     assert len(workerPids(server)) == 2
     assert alive(server.pid or 0)
+
+
+VERSIONED = '''
+from twisted.web.resource import Resource
+
+
+class Versioned(Resource):
+    isLeaf = True
+
+    def render_GET(self, request):
+        return {answer!r}
+
+
+def root():
+    return Versioned()
+'''
+
+
+def parentOf(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rpartition(")")[2].split()[1])
+
+
+@pytest.mark.parametrize("forked", [True, False], ids=["fork-server", "fresh-interpreters"])
+@pytest_twisted.ensureDeferred
+async def test_rollingRestartLoadsNewCode(servers: list[ServerProcess], tmp_path: Path, forked: bool) -> None:
+    """
+    Workers are forked by the fork server, which has not loaded the
+    application (or, with C{--no-fork-server}, are fresh interpreters): the
+    workers of a SIGHUP run the application's new code.
+    """
+    (tmp_path / "versioned.py").write_text(VERSIONED.format(answer=b"first release"))
+    server = startServer(
+        tmp_path, *LOCAL, "--app", "versioned.root", "--workers", "2", "--probation", "0",
+        *(() if forked else ("--no-fork-server",)), twistdArgs=("--pidfile=twistd.pid",),
+    )
+    servers.append(server)
+    ready = await server.waitFor("the supervisor's ready", lambda e: e.get("phase") == "ready" and e["pid"] == server.pid)
+    url = f"http://127.0.0.1:{portOf(ready)}/"
+    parents = {parentOf(pid) for pid in workerPids(server)}
+    if forked:
+        assert len(parents) == 1 and server.pid not in parents, "forked by one fork server"
+    else:
+        assert parents == {server.pid}
+    (tmp_path / "versioned.py").write_text(VERSIONED.format(answer=b"the second release"))
+    server.signal(signal.SIGHUP)
+    done = await server.waitFor("the rollout", lambda e: e.get("phase") in ("rollout-done", "rollout-failed"), timeout=20)
+    assert done["phase"] == "rollout-done"
+    answers = set()
+    for _ in range(20):
+        response = await treq.get(url, pool=freshPool(), timeout=10)
+        answers.add(await response.content())
+    assert answers == {b"the second release"}
