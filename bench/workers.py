@@ -9,7 +9,7 @@
   SIGUSR2) restarts the workers under wrk; the hand-over (signal to the first
   answer from a new worker, seen by a probe on fresh connections every 10 ms)
   and how long until the old workers are gone; the peak process count and
-  resident memory of the whole tree meanwhile.  gunicorn's SIGUSR2 needs the
+  memory (PSS: shared pages counted in part) of the whole tree meanwhile.  gunicorn's SIGUSR2 needs the
   operator to end the old master: this script sends it SIGTERM as soon as a
   new worker answers.
 
@@ -171,11 +171,18 @@ def tree(roots: set[int]) -> set[int]:
     return {pid for pid in found if alive(pid)}
 
 
-def rss(pid: int) -> int:
+def pss(pid: int) -> int:
+    """
+    The proportional set size of C{pid} in bytes: its resident memory, each
+    page shared with other processes (after a fork) counted in part.
+    """
     try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
-        return 0
+        pass
+    return 0
 
 
 def probePid(port: int) -> int | None:
@@ -197,7 +204,10 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
     try:
         wrk(port, 1)
         master = readPid(pidfile) or proc.pid
-        old = children(master) | ({master} if wholeTree else set())
+        # Our workers are the fork server's children: the status file
+        # names them.
+        workers = {w["pid"] for w in readStatus(pidfile).get("workers", [])} if start is graceful else children(master)
+        old = workers | ({master} if wholeTree else set())
         runner = threading.Thread(target=lambda: result.update(wrk(port, seconds)))
         runner.start()
         time.sleep(seconds / 3)
@@ -210,7 +220,7 @@ def restartUnderLoad(start, signum: int, seconds: float) -> dict[str, float]:  #
             now = time.monotonic()
             members = tree({proc.pid, master, readPid(pidfile) or master})
             peakCount = max(peakCount, len(members))
-            peakMemory = max(peakMemory, sum(rss(p) for p in members))
+            peakMemory = max(peakMemory, sum(pss(p) for p in members))
             if handoff is None:
                 pid = probePid(port)
                 if pid is None:

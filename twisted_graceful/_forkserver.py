@@ -166,7 +166,9 @@ def _serve(control: socket.socket, run: Callable[[], object], detach: bool) -> N
         signal.signal(signum, signal.SIG_IGN)
     _preload()
     gc.collect()
-    gc.freeze()  # Shared with every worker, untouched by their collections.
+    # Shared with every worker and left out of its collections (it keeps
+    # them frozen): no collection pause over them, no copy of their pages.
+    gc.freeze()
     serve(control, run)
 
 
@@ -275,7 +277,6 @@ def _becomeChild(  # pragma: no cover (the worker's process)
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         for number in ignore:
             signal.signal(number, signal.SIG_IGN)
-        gc.unfreeze()
         placeDescriptors(targets, fds, closing=[control.fileno(), *wake])
         control.detach()
         os.chdir(cwd)
