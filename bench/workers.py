@@ -9,9 +9,9 @@
   SIGUSR2) restarts the workers under wrk; the hand-over (signal to the first
   answer from a new worker, seen by a probe on fresh connections every 10 ms)
   and how long until the old workers are gone; the peak process count and
-  memory (PSS: shared pages counted in part) of the whole tree meanwhile.  gunicorn's SIGUSR2 needs the
-  operator to end the old master: this script sends it SIGTERM as soon as a
-  new worker answers.
+  memory (PSS: shared pages counted in part) of the whole tree meanwhile.
+  gunicorn's SIGUSR2 needs the operator to end the old master: this script
+  sends it SIGTERM as soon as a new worker answers.
 
     pip install gunicorn uvicorn   # for this script only
     python bench/workers.py [--seconds 10]

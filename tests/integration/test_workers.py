@@ -364,3 +364,33 @@ async def test_rollingRestartLoadsNewCode(servers: list[ServerProcess], tmp_path
         response = await treq.get(url, pool=freshPool(), timeout=10)
         answers.add(await response.content())
     assert answers == {b"the second release"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_forkServerLost(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    With its fork server killed, the supervisor still sees a worker die (its
+    pipes close, its status unknown) and replaces it with a fresh
+    interpreter; no request begun after the death fails.
+    """
+    server, port = await startSupervisor(servers, tmp_path)
+    workers = workerPids(server)
+    (forkServer,) = {parentOf(pid) for pid in workers}
+    assert forkServer != server.pid
+    os.kill(forkServer, signal.SIGKILL)
+    lost = await server.waitForPhase("fork-server-lost", timeout=10)
+    assert lost["count"] == 2
+    loop = FreshLoop(f"http://127.0.0.1:{port}/")
+    loop.start()
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    await waitUntilGone(victim, timeout=5)
+    gone = reactor.seconds()  # type: ignore[attr-defined]
+    replaced = await server.waitFor(
+        "a replacement ready", lambda e: e.get("phase") == "worker-ready" and e["workerPID"] not in workers, timeout=10
+    )
+    assert parentOf(replaced["workerPID"]) == server.pid, "a fresh interpreter, the supervisor's child"
+    await until("the replacement answering", lambda: replaced["workerPID"] in loop.pidsSince(gone))
+    await loop.stop()
+    assert loop.failedSince(gone) == []
+    assert [e["workerPID"] for e in server.events if e.get("phase") == "worker-lost"] == [victim]
