@@ -288,6 +288,24 @@ class ForkServerClientTests(SynchronousTestCase):
         self.assertIn("did not answer", str(caught.exception))
 
 
+class PreloadTests(SynchronousTestCase):
+    def test_noReactorNoEndpoints(self) -> None:
+        """
+        What the fork server loads for its workers installs no reactor and
+        leaves Twisted's endpoint parsers unloaded, as in a fresh
+        interpreter (their presence says systemd's variables were consumed).
+        """
+        code = (
+            "import sys\n"
+            "from twisted_graceful import _forkserver\n"
+            "_forkserver._preload()\n"
+            "print(sorted(m for m in ('twisted.internet.reactor', 'twisted.internet.endpoints',"
+            " 'twisted.internet.testing', 'twisted.web.server') if m in sys.modules))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=DEADLINE)
+        self.assertEqual((out.stdout.strip(), out.stderr), ("['twisted.web.server']", ""))
+
+
 class CannotForkTests(SynchronousTestCase):
     def test_reactorInstalled(self) -> None:
         """

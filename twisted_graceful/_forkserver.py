@@ -48,13 +48,14 @@ _OWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, si
 PRELOAD = (
     "twisted.scripts.twistd",
     "twisted.internet.epollreactor",
-    "twisted.internet.endpoints",
     "twisted.web.server",
     "twisted.web.wsgi",
 )
 """
 Modules every worker imports: loaded once in the fork server and shared by
-its children (with every module of this package).
+its children (with every module of this package).  Not
+C{twisted.internet.endpoints}: once it is loaded, systemd's variables are
+taken to be consumed by its parsers (L{twisted_graceful._systemd}).
 """
 
 
@@ -95,12 +96,17 @@ def _mainToRun() -> Callable[[], object] | None:
     return None
 
 
-def start(detach: bool) -> ForkServer:
+def start(detach: bool, uid: int | None = None, gid: int | None = None, euid: bool = False) -> ForkServer:
     """
     Fork the fork server from this process.
 
     @param detach: Give it a session of its own and no terminal (the
         supervisor is about to daemonize).
+    @param uid: The user to run as (C{twistd --uid}), if this process may
+        switch: the fork server drops its privileges at once, as the
+        supervisor does once it has bound its sockets.
+    @param gid: The group to run as (C{twistd --gid}).
+    @param euid: Switch the effective ids only (C{twistd --euid}).
     @raise OSError: It could not be forked.
     """
     run = _mainToRun()
@@ -112,7 +118,7 @@ def start(detach: bool) -> ForkServer:
     if pid == 0:  # pragma: no cover (the fork server's own process)
         try:
             ours.close()
-            _serve(theirs, run, detach)
+            _serve(theirs, run, detach, (uid, gid, euid))
         except BaseException:
             traceback.print_exc()
             sys.stderr.flush()
@@ -148,12 +154,19 @@ def _preload() -> None:
             pass  # An optional extra that is not installed: the worker says so itself.
 
 
-def _serve(control: socket.socket, run: Callable[[], object], detach: bool) -> None:  # pragma: no cover
+def _serve(
+    control: socket.socket, run: Callable[[], object], detach: bool, ids: tuple[int | None, int | None, bool]
+) -> None:  # pragma: no cover
     """
     The fork server's loop: fork a worker per request, report its pid and
     its exit; return when the supervisor is gone.
     """
     _closeAllBut((0, 1, 2, control.fileno()))
+    uid, gid, euid = ids
+    if (uid is not None or gid is not None) and os.getuid() == 0:
+        from twisted.python.util import switchUID
+
+        switchUID(uid, gid, euid)
     if detach:
         os.setsid()
         null = os.open(os.devnull, os.O_RDWR)

@@ -428,7 +428,10 @@ def _startForkServer(parent: Any) -> Any:
     why = _forkserver.cannotFork()
     if why is None:
         try:
-            return _forkserver.start(detach=not (parent is not None and parent.get("nodaemon")))
+            given = parent if parent is not None else {}
+            return _forkserver.start(
+                detach=not given.get("nodaemon"), uid=given.get("uid"), gid=given.get("gid"), euid=bool(given.get("euid"))
+            )
         except OSError as e:
             why = f"it could not be forked ({e})"
     return why
