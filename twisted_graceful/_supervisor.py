@@ -64,6 +64,7 @@ class WorkerProcess(ChildProcess):
     ) -> None:
         self._pool = pool
         self.failure: Failure | None = None
+        self.reportedFailure: str | None = None
         self.onStats: Callable[[WorkerProcess, dict[str, Any]], None] = lambda worker, stats: None
         self.onDrain: Callable[[WorkerProcess], None] = lambda worker: None
         self.onEnded: Callable[[WorkerProcess], None] = lambda worker: None
@@ -90,11 +91,20 @@ class WorkerProcess(ChildProcess):
             )
         else:
             status = f" ({describeExit(self.exitReason)})" if self.exitReason is not None else ""
-            error = ChildExitedEarly(f"Worker {self.pid} exited while {self.stage}, before it was ready{status}.")
+            said = f": {self.reportedFailure}" if self.reportedFailure else "."
+            error = ChildExitedEarly(f"Worker {self.pid} exited while {self.stage}, before it was ready{status}{said}")
         super()._fail(error)
 
     def _message(self, line: bytes) -> None:
         super()._message(line)
+        if self.ready is None and b'"failed"' in line:
+            try:
+                said = json.loads(line)
+            except ValueError:
+                return
+            if isinstance(said, dict) and said.get("state") == "failed" and isinstance(said.get("reason"), str):
+                self.reportedFailure = said["reason"]
+            return
         if self.ready is None or b'"stats"' not in line:
             return
         try:

@@ -134,6 +134,21 @@ class WorkerInheritance:
         return cls(index, generation, inheritance, _channels(data.get("channels"), checks.get("channelOf")))
 
 
+def reportFailure(given: WorkerInheritance, reason: str, write: Callable[[int, bytes], int] = os.write) -> None:
+    """
+    Tell the supervisor why this worker cannot start (the application did
+    not load), before it exits: the rollout's outcome then says why.
+    """
+    readyFD = given.inheritance.readyFD
+    if readyFD is None:
+        return
+    line = json.dumps({"state": "failed", "reason": reason[:2000], "pid": os.getpid()}).encode() + b"\n"
+    try:
+        write(readyFD, line)
+    except OSError:
+        pass  # The supervisor is gone, or not reading: the exit status says the rest.
+
+
 def _parentOrSupervisor(forkServer: int, supervisor: object) -> int | None:
     """
     This process's parent, or the supervisor if the parent is its fork
@@ -213,6 +228,7 @@ class WorkerLink(Service):
     _read: Callable[[int, int], bytes] = os.read
     _setBlocking: Callable[[int, bool], None] = os.set_blocking
     _memory: Callable[[], int | None] = residentMemory
+    _signal: Callable[[int, Any], Any] = signal.signal
     _stats: IDelayedCall | None = field(default=None, init=False)
     _lifeline: Any = field(default=None, init=False)
     _endpoints: list[Any] = field(factory=list, init=False)
@@ -252,6 +268,9 @@ class WorkerLink(Service):
         assert readyFD is not None
         # The supervisor may be slow to read: never block on it.
         self._setBlocking(readyFD, False)
+        # The service routed SIGINT to its drain as it started: a worker
+        # leaves Ctrl-C to its supervisor (see WORKER_IGNORES).
+        self._signal(signal.SIGINT, signal.SIG_IGN)
         self._openChannels()
         self._send("ready", worker=self.given.index)
         self._log.info(
@@ -366,4 +385,9 @@ class WorkerLink(Service):
         self._stats = None
 
 
-WORKER_IGNORES = (signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1)
+WORKER_IGNORES = (signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1, signal.SIGINT)
+"""
+Signals a worker ignores: a terminal's hang-up and Ctrl-C reach the whole
+foreground process group, and are the supervisor's to act on (it drains
+its workers itself); the others are meant for the supervisor only.
+"""

@@ -35,7 +35,7 @@ from ._restart import DEFAULT_PROBATION
 from ._service import DEFAULT_SHUTDOWN_TIMEOUT, GracefulService
 from ._limits import limitBodies, parseSize
 from ._signals import HANGUP_ACTIONS, ignoreUntilHandled, signalNumber
-from ._workers import WorkerInheritance, WorkerLink, countRequests
+from ._workers import WorkerInheritance, WorkerLink, countRequests, reportFailure
 
 DEFAULT_PORT = "8080"
 _log = Logger()
@@ -246,6 +246,8 @@ class Options(usage.Options):
         except (AppLoadError, MissingExtra) as e:
             # The application or the installation, not the command line, is
             # at fault: no usage.
+            if isinstance(self.get("worker"), WorkerInheritance):
+                reportFailure(self["worker"], str(e))
             raise SystemExit(f"twistd graceful: {e}") from None
 
     def opt_port(self, description: str) -> None:

@@ -198,7 +198,8 @@ async def test_rollingRestartsUnderLoad(servers: list[ServerProcess], tmp_path: 
 async def test_brokenRolloutStops(servers: list[ServerProcess], tmp_path: Path) -> None:
     """
     A rollout to a release whose workers cannot start stops at the first
-    new worker: the old workers serve on, the status file says it failed.
+    new worker: the old workers serve on, the status file says it failed,
+    and why, in the worker's words.
     """
     server, port = await startSupervisor(servers, tmp_path)
     old = workerPids(server)
@@ -206,6 +207,7 @@ async def test_brokenRolloutStops(servers: list[ServerProcess], tmp_path: Path) 
     server.signal(signal.SIGHUP)
     failed = await server.waitForPhase("rollout-failed", timeout=20)
     assert "before it was ready" in failed["reason"]
+    assert "this release is broken" in failed["reason"]
     loop = FreshLoop(f"http://127.0.0.1:{port}/")
     loop.start()
     await until("both old workers answering", lambda: loop.pidsSince(0) == old)
@@ -214,6 +216,7 @@ async def test_brokenRolloutStops(servers: list[ServerProcess], tmp_path: Path) 
     assert workerPids(server) == old
     rollout = status(tmp_path)["rollout"]
     assert rollout["outcome"] == "failed"  # type: ignore[index]
+    assert "this release is broken" in rollout["reason"]  # type: ignore[index]
 
 
 @pytest_twisted.ensureDeferred
@@ -394,3 +397,26 @@ async def test_forkServerLost(servers: list[ServerProcess], tmp_path: Path) -> N
     await loop.stop()
     assert loop.failedSince(gone) == []
     assert [e["workerPID"] for e in server.events if e.get("phase") == "worker-lost"] == [victim]
+
+
+@pytest_twisted.ensureDeferred
+async def test_ctrlC(servers: list[ServerProcess], tmp_path: Path) -> None:
+    """
+    Ctrl-C reaches the supervisor and every worker at once (the terminal's
+    process group): the workers leave it to the supervisor, which drains
+    them; none is taken for crashed and replaced.  A worker sent SIGINT
+    alone serves on.
+    """
+    server, port = await startSupervisor(servers, tmp_path)
+    workers = workerPids(server)
+    os.kill(min(workers), signal.SIGINT)
+    response = await treq.get(f"http://127.0.0.1:{port}/", pool=freshPool(), timeout=10)
+    assert response.code == 200
+    for pid in [server.pid or 0, *workers]:
+        os.kill(pid, signal.SIGINT)
+    exited = await server.waitForDirectExit(timeout=20)
+    assert isinstance(exited, Exception)
+    for pid in workers:
+        await waitUntilGone(pid, timeout=5)
+    after = [e.get("phase") for e in server.events]
+    assert "worker-lost" not in after and after.count("worker-spawned") == 2, after
