@@ -30,11 +30,12 @@ from ._fakes import SpawningReactor
 DEADLINE = 10.0
 
 # The fork server's loop on the descriptor its argument names; each child
-# reports on descriptor 5 what it was given, echoes descriptor 7 on 6, and
+# reports on descriptor 5 what it was given, echoes descriptor 7 on 6 (and
+# more from a thread still running when the child's main code ends), and
 # exits with the status $EXIT asks for.
 SERVER = textwrap.dedent(
     """
-    import json, os, signal, socket, sys
+    import json, os, signal, socket, sys, threading, time
     from twisted_graceful._forkserver import serve
 
     def run():
@@ -51,7 +52,11 @@ SERVER = textwrap.dedent(
                   "env": dict(os.environ), "cwd": os.getcwd(), "ignored": ignored,
                   "inheritable": os.get_inheritable(5), "ppid": os.getppid()}
         os.write(5, json.dumps(report).encode())
+        os.close(5)
         os.write(6, os.read(7, 100))
+        # Still running when the main code ends: joined, as at the end of
+        # an interpreter, or cut off.
+        threading.Thread(target=lambda: (time.sleep(0.2), os.write(6, b" and the rest"))).start()
         sys.exit(int(os.environ.get("EXIT", "0")))
 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -96,11 +101,13 @@ class ForkServerLoopTests(SynchronousTestCase):
         message = {"fds": [0, 1, 2, 5, 6, 7], "env": env, "cwd": str(tmp), "ignore": [int(signal.SIGHUP)]}
         null = os.open(os.devnull, os.O_RDWR)
         socket.send_fds(self.control, [json.dumps(message).encode()], [null, null, 2, reportW, echoW, feedR])
-        for fd in (null, reportW, echoW, feedR, feed):
+        for fd in (null, reportW, echoW, feedR):
             os.close(fd)
         reply = json.loads(self.control.recv(65536))
         with os.fdopen(report, "rb") as r, os.fdopen(echo, "rb") as e:
-            return reply["pid"], json.loads(r.read()), e.read()
+            told = json.loads(r.read())
+            os.close(feed)
+            return reply["pid"], told, e.read()
 
     def exitStatus(self, pid: int) -> int:
         while True:
@@ -124,7 +131,7 @@ class ForkServerLoopTests(SynchronousTestCase):
         self.assertEqual(report["ignored"], [int(signal.SIGHUP)])
         self.assertTrue(report["inheritable"])
         self.assertEqual(report["ppid"], self.server.pid)
-        self.assertEqual(echoed, b"echo me")
+        self.assertEqual(echoed, b"echo me and the rest", "its threads joined before it exits")
         status = self.exitStatus(pid)
         self.assertEqual((os.WIFEXITED(status), os.WEXITSTATUS(status)), (True, 7))
 
@@ -176,9 +183,15 @@ class ForkServerClientTests(SynchronousTestCase):
         ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.peer.settimeout(DEADLINE)
         self.reaped: list[int] = []
-        self.server = ForkServer(ours, 4000, waitpid=lambda pid, flags: self.reaped.append(pid))
+        self.killed: list[tuple[int, int]] = []
+        self.alive = False
+        self.server = ForkServer(ours, 4000, waitpid=self.waitpid, kill=lambda pid, s: self.killed.append((pid, s)))
         self.reactor = MemoryReactorClock()
         self.addCleanup(self.peer.close)
+
+    def waitpid(self, pid: int, flags: int) -> tuple[int, int]:
+        self.reaped.append(pid)
+        return (0, 0) if self.alive and flags == os.WNOHANG else (pid, 0)
 
     def spawn(self, pid: int = 4242) -> tuple[Recorder, Any, dict[str, Any], list[int]]:
         """
@@ -267,7 +280,7 @@ class ForkServerClientTests(SynchronousTestCase):
         self.peer.close()
         self.server.doRead()
         self.assertIn("has exited", self.server.lost or "")
-        self.assertEqual(self.reaped, [4000])
+        self.assertEqual((self.reaped, self.killed), ([4000], []))
         self.assertNotIn("exited", [e[0] for e in proto.events], "it may serve on")
         with self.assertRaises(ForkServerError):
             self.server.spawnProcess(self.reactor, Recorder(), {}, "/", {})
@@ -283,9 +296,47 @@ class ForkServerClientTests(SynchronousTestCase):
         from twisted_graceful import _forkserver
 
         self.patch(_forkserver, "REPLY_TIMEOUT", 0.01)
+        self.alive = True
         with self.assertRaises(ForkServerError) as caught:
             self.server.spawnProcess(self.reactor, Recorder(), {}, "/", {})
         self.assertIn("did not answer", str(caught.exception))
+        self.assertEqual((self.killed, self.reaped), ([(4000, signal.SIGKILL)], [4000, 4000]), "killed and reaped")
+
+    def test_deathSeenWhileForkServerSilent(self) -> None:
+        """
+        A process whose pipes have all closed, and whose exit the fork
+        server does not report (stopped, stuck), is taken for dead after a
+        wait, its status unknown; a report within the wait is used.
+        """
+        from twisted_graceful._forkserver import EXIT_REPORT_WAIT
+
+        proto, transport, _, _ = self.spawn()
+        for childFD in (3, 4):
+            transport.pipes[childFD].connectionLost(Failure(ProcessDone(0)))
+        self.reactor.advance(EXIT_REPORT_WAIT - 0.1)
+        self.assertNotIn("exited", [e[0] for e in proto.events])
+        self.reactor.advance(0.1)
+        self.assertEqual([e[0] for e in proto.events[-2:]], ["exited", "ended"])
+        self.assertIsNone(proto.events[-1][1].value.exitCode)
+        proto, transport, _, _ = self.spawn(4243)
+        for childFD in (3, 4):
+            transport.pipes[childFD].connectionLost(Failure(ProcessDone(0)))
+        self.peer.send(json.dumps({"exited": 4243, "status": 0}).encode())
+        self.server.doRead()
+        self.reactor.advance(EXIT_REPORT_WAIT)
+        self.assertEqual([e[0] for e in proto.events].count("ended"), 1)
+        self.assertIsInstance(proto.events[-1][1].value, ProcessDone)
+
+    def test_tooLargeRefusedAlone(self) -> None:
+        """
+        A request too large for the socket is refused, alone: the fork
+        server serves on.
+        """
+        with self.assertRaises(ForkServerError) as caught:
+            self.server.spawnProcess(self.reactor, Recorder(), {"BIG": "x" * 2**21}, "/", {3: "r"})
+        self.assertIn("refused", str(caught.exception))
+        self.assertIsNone(self.server.lost)
+        self.spawn()
 
 
 class PreloadTests(SynchronousTestCase):
@@ -350,3 +401,14 @@ def _closeQuietly(fd: int) -> None:
         os.close(fd)
     except OSError:
         pass
+
+
+class DescribeExitTests(SynchronousTestCase):
+    def test_unknown(self) -> None:
+        """
+        An exit the fork server could not report is said to be unknown.
+        """
+        from twisted_graceful._child import describeExit
+
+        self.assertEqual(describeExit(Failure(ProcessTerminated(None, None, None))), "exit status unknown")
+        self.assertEqual(describeExit(Failure(ProcessTerminated(3, None, 3 << 8))), "exit status 3")

@@ -62,7 +62,9 @@ def describeExit(reason: Failure | None) -> str:
             return f"killed by {signal.Signals(sig).name}"
         except ValueError:
             return f"killed by signal {sig}"
-    return f"exit status {getattr(value, 'exitCode', '?')}"
+    code = getattr(value, "exitCode", None)
+    # No code and no signal: a worker whose fork server could not report.
+    return "exit status unknown" if code is None else f"exit status {code}"
 
 
 class ChildProcess(ProcessProtocol):

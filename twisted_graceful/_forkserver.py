@@ -43,7 +43,13 @@ from twisted.python.failure import Failure
 
 MAX_MESSAGE = 1 << 20
 MAX_DESCRIPTORS = 64
-REPLY_TIMEOUT = 5.0
+REPLY_TIMEOUT = 2.0
+EXIT_REPORT_WAIT = 2.0
+"""
+Seconds a process whose every pipe has closed may wait for the fork
+server's report of its exit before it is taken for dead, its status
+unknown (the fork server is stopped or stuck).
+"""
 _OWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 PRELOAD = (
     "twisted.scripts.twistd",
@@ -96,7 +102,9 @@ def _mainToRun() -> Callable[[], object] | None:
     return None
 
 
-def start(detach: bool, uid: int | None = None, gid: int | None = None, euid: bool = False) -> ForkServer:
+def start(
+    detach: bool, uid: int | None = None, gid: int | None = None, euid: bool = False, umask: int | None = None
+) -> ForkServer:
     """
     Fork the fork server from this process.
 
@@ -107,17 +115,30 @@ def start(detach: bool, uid: int | None = None, gid: int | None = None, euid: bo
         supervisor does once it has bound its sockets.
     @param gid: The group to run as (C{twistd --gid}).
     @param euid: Switch the effective ids only (C{twistd --euid}).
+    @param umask: C{twistd --umask}; when detaching, twistd's default for a
+        daemon (C{0o077}) if L{None}, as the supervisor gets.
     @raise OSError: It could not be forked.
     """
     run = _mainToRun()
     assert run is not None, "check cannotFork() first"
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for end in (ours, theirs):
+        # A request carries the environment: room for a large one.
+        for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+            try:
+                end.setsockopt(socket.SOL_SOCKET, option, MAX_MESSAGE)
+            except OSError:
+                pass
+    if umask is None and detach:
+        umask = 0o077
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the fork server's own process)
         try:
             ours.close()
+            if umask is not None:
+                os.umask(umask)
             _serve(theirs, run, detach, (uid, gid, euid))
         except BaseException:
             traceback.print_exc()
@@ -305,6 +326,9 @@ def _becomeChild(  # pragma: no cover (the worker's process)
         code = 1
     finally:
         try:
+            # As the interpreter ends: join the threads left running, then
+            # the exit functions.
+            threading._shutdown()  # type: ignore[attr-defined]
             atexit._run_exitfuncs()
             for stream in (sys.stdout, sys.stderr):
                 stream.flush()
@@ -372,6 +396,8 @@ class ForkedProcess:
     def __init__(self, reactor: Any, proto: Any, pid: int, pipes: dict[int, tuple[str, int]]) -> None:
         self.pid: int | None = pid
         self.proto = proto
+        self._reactor = reactor
+        self._reportWait: Any = None
         self.pipes: dict[int, Any] = {}
         self._reason: Failure | None = None
         self._orphaned: Failure | None = None
@@ -393,8 +419,12 @@ class ForkedProcess:
 
     def exited(self, reason: Failure) -> None:
         """
-        The fork server reaped it (or is gone, and C{reason} says so).
+        The fork server reaped it (or is gone, or silent, and C{reason} says
+        so).
         """
+        if self._reportWait is not None and self._reportWait.active():
+            self._reportWait.cancel()
+        self._reportWait = None
         if self._reason is not None:
             return
         self._reason = reason
@@ -413,6 +443,13 @@ class ForkedProcess:
     def _maybeEnded(self) -> None:
         if self._orphaned is not None and not self.pipes and self._reason is None:
             self.exited(self._orphaned)
+            return
+        if self._reason is None and not self.pipes and self._reportWait is None:
+            # Every pipe closed: it has exited, or is about to.  Its report
+            # comes at once from a fork server that works.
+            self._reportWait = self._reactor.callLater(
+                EXIT_REPORT_WAIT, self.exited, Failure(error.ProcessTerminated(None, None, None))
+            )
             return
         if self._reason is not None and not self.pipes and not self._ended:
             self._ended = True
@@ -448,12 +485,19 @@ class ForkServer:
 
     _log = Logger()
 
-    def __init__(self, control: socket.socket, pid: int, waitpid: Callable[[int, int], Any] = os.waitpid) -> None:
+    def __init__(
+        self,
+        control: socket.socket,
+        pid: int,
+        waitpid: Callable[[int, int], tuple[int, int]] = os.waitpid,
+        kill: Callable[[int, int], None] = os.kill,
+    ) -> None:
         self.pid = pid
         self.lost: str | None = None
         self._control = control
         self._control.setblocking(False)
         self._waitpid = waitpid
+        self._kill = kill
         self._reactor: Any = None
         self._processes: dict[int, ForkedProcess] = {}
 
@@ -522,6 +566,9 @@ class ForkServer:
         try:
             socket.send_fds(self._control, [data], fds)
         except OSError as e:
+            if e.errno in (errno.EMSGSIZE, errno.ENOBUFS, errno.ETOOMANYREFS):
+                # This request only (an environment too large to pass).
+                raise ForkServerError(f"the request to the fork server was refused: {e}") from None
             self._lose(f"the fork server (pid {self.pid}) cannot be reached: {e}")
             raise ForkServerError(self.lost) from None
         # It answers within a fork's time: wait, so that the pid is known
@@ -551,7 +598,7 @@ class ForkServer:
                     return None
                 timeout = None if deadline is None else max(0.0, deadline - self._reactor.seconds())
                 if not select.select([self._control], [], [], timeout)[0]:
-                    self._lose(f"the fork server (pid {self.pid}) did not answer within {REPLY_TIMEOUT:g} s")
+                    self._lose(f"the fork server (pid {self.pid}) did not answer within {REPLY_TIMEOUT:g} s", stuck=True)
                     return None
                 continue
             except OSError as e:
@@ -584,17 +631,14 @@ class ForkServer:
         if transport is not None:
             transport.exited(_reason(status))
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, why: str, stuck: bool = False) -> None:
         if self.lost is not None:
             return
         self.lost = why
         if self._reactor is not None:
             self._reactor.removeReader(self)
         self._control.close()
-        try:
-            self._waitpid(self.pid, os.WNOHANG)  # Our child in the foreground.
-        except ChildProcessError:
-            pass
+        self._end(stuck)
         orphans, self._processes = self._processes, {}
         if orphans:
             self._log.warn(
@@ -606,6 +650,27 @@ class ForkServer:
             )
         for transport in orphans.values():
             transport.orphan(Failure(error.ProcessTerminated(None, None, None)))
+
+    def _end(self, stuck: bool) -> None:
+        """
+        Reap the fork server if it is this process's child (in the
+        foreground; a daemon's is init's), killing it first if it lives on;
+        kill it if it is C{stuck}.
+        """
+        try:
+            pid, _ = self._waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            if stuck:
+                try:
+                    self._kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            return
+        if pid == 0:
+            # Alive, and ours: it has no work left, and must not linger as
+            # a zombie.
+            self._kill(self.pid, signal.SIGKILL)
+            self._waitpid(self.pid, 0)
 
     def connectionLost(self, reason: Failure) -> None:
         self._lose(f"the fork server (pid {self.pid}) has exited")

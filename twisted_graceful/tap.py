@@ -432,7 +432,11 @@ def _startForkServer(parent: Any) -> Any:
         try:
             given = parent if parent is not None else {}
             return _forkserver.start(
-                detach=not given.get("nodaemon"), uid=given.get("uid"), gid=given.get("gid"), euid=bool(given.get("euid"))
+                detach=not given.get("nodaemon"),
+                uid=given.get("uid"),
+                gid=given.get("gid"),
+                euid=bool(given.get("euid")),
+                umask=given.get("umask"),
             )
         except OSError as e:
             why = f"it could not be forked ({e})"
