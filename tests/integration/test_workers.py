@@ -312,7 +312,10 @@ async def test_recycledUnderLoad(servers: list[ServerProcess], tmp_path: Path) -
     assert seen - first, "no response came from a new worker"
     starting = [e for e in server.events if e.get("phase") == "worker-recycling"]
     assert starting and starting[0]["workerPID"] == recycled["workerPID"]
-    assert len(workerPids(server)) == 2
+    # The other worker may be being recycled too (N + 1 then): once the
+    # load has stopped, N again.
+    assert len(workerPids(server)) in (2, 3)
+    await until("the recycles over, 2 workers", lambda: len(workerPids(server)) == 2, timeout=10)
     assert alive(server.pid or 0)
 
 
