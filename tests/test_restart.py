@@ -152,10 +152,11 @@ class Harness:
         self.confirmed: list[FakeChild] = []
         self.rolledBack: list[tuple[FakeChild, Failure]] = []
         self.drainAtOnce = False
+        self.living: set[int] = set()
         self.core = RestartCore(
             self.clock, self.spawn, self.handOver, self.confirmed.append,  # type: ignore[arg-type]
             lambda child, reason: self.rolledBack.append((child, reason)),  # type: ignore[arg-type]
-            probation=probation, parentPID=parentPID,
+            probation=probation, parentPID=parentPID, stillThere=lambda pid: pid in self.living,
         )
         self.machine = coordinatorFor(self.core)
 
@@ -591,3 +592,15 @@ class ProbationTests(SynchronousTestCase):
         self.assertEqual((h.state(), h.rolledBack), ("HandedOver", []))
         [event] = [e for e in events if e.get("phase") == "child-died"]
         self.assertIn("Nothing serves", formatEvent(event))
+
+    def test_lifelineLetGoAfterConfirmed(self) -> None:
+        """
+        After the confirmation, a "death" of a successor that still runs
+        (this process, stopping, let go of the lifeline of a daemonized
+        successor, which is not its child) is not reported.
+        """
+        events = EventLoggingObserver.createWithCleanup(self, globalLogPublisher)
+        h = inState("HandedOver")
+        h.living.add(4243)
+        h.machine._childFailed(died())
+        self.assertEqual([e for e in events if e.get("phase") == "child-died"], [])

@@ -25,7 +25,8 @@ Invariants, each a state or a refused transition:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from automat import TypeMachineBuilder
@@ -93,6 +94,7 @@ class RestartCore:
     @ivar parentPID: The predecessor, while it lives.
     @ivar attempt: The restart under way, if any.
     @ivar queued: The restart waiting for the predecessor to exit, if any.
+    @ivar stillThere: Whether a pid is a live process (L{processLives}).
     """
 
     clock: IReactorTime
@@ -104,6 +106,24 @@ class RestartCore:
     parentPID: int | None = None
     attempt: Attempt | None = None
     queued: QueuedRestart | None = None
+    stillThere: Callable[[int], bool] = field(default=lambda pid: processLives(pid))
+
+
+def processLives(pid: int) -> bool:
+    """
+    Whether C{pid} is a process that has not exited (a zombie has).
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _queue(restarter: Restarter, core: RestartCore) -> QueuedRestart:
@@ -260,6 +280,13 @@ def _makeMachine() -> tuple[Callable[..., Restarter], Any, Any]:
 
     @HandedOver.upon(Restarter._childFailed).loop()
     def childDiedAfterReady(restarter: Restarter, core: RestartCore, reason: Failure) -> None:
+        pid = getattr(reason.value, "pid", None)
+        if isinstance(pid, int) and core.stillThere(pid):
+            # This process, stopping, let go of its end of the lifeline (its
+            # reactor disconnects every descriptor): a daemonized successor,
+            # not this process's child, is not reaped here and lives on.
+            _log.debug("Successor {childPID} serves on; this process let go of its lifeline", childPID=pid)
+            return
         _log.error(
             "The successor died after it was confirmed: {reason}. Nothing serves once this process has"
             " stopped; start the service again",
