@@ -25,7 +25,6 @@ Invariants, each a state or a refused transition:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -39,6 +38,7 @@ from ._attempt import Attempt, QueuedRestart
 from ._attempt import RestartOutcome as RestartOutcome
 from ._child import ChildProcess, ReadyMessage
 from ._errors import NotReadyToRestart, RestartInProgress, SuccessorDied
+from ._pidfile import isAlive
 
 _log = Logger(namespace="twisted_graceful.restart")
 
@@ -94,7 +94,7 @@ class RestartCore:
     @ivar parentPID: The predecessor, while it lives.
     @ivar attempt: The restart under way, if any.
     @ivar queued: The restart waiting for the predecessor to exit, if any.
-    @ivar stillThere: Whether a pid is a live process (L{processLives}).
+    @ivar stillThere: Whether a pid is a live process (L{isAlive}).
     """
 
     clock: IReactorTime
@@ -106,24 +106,7 @@ class RestartCore:
     parentPID: int | None = None
     attempt: Attempt | None = None
     queued: QueuedRestart | None = None
-    stillThere: Callable[[int], bool] = field(default=lambda pid: processLives(pid))
-
-
-def processLives(pid: int) -> bool:
-    """
-    Whether C{pid} is a process that has not exited (a zombie has).
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
+    stillThere: Callable[[int], bool] = field(default=lambda pid: isAlive(pid))
 
 
 def _queue(restarter: Restarter, core: RestartCore) -> QueuedRestart:
