@@ -71,7 +71,7 @@ class ForkServerError(Exception):
     """
 
 
-def cannotFork(environ: dict[str, str] | None = None) -> str | None:
+def cannotFork() -> str | None:
     """
     Why this process cannot fork a fork server now, or L{None} if it can.
     """
@@ -131,8 +131,7 @@ def start(
                 pass
     if umask is None and detach:
         umask = 0o077
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    _flushOutput()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (the fork server's own process)
         try:
@@ -147,6 +146,15 @@ def start(
             os._exit(0)
     theirs.close()
     return ForkServer(ours, pid)
+
+
+def _flushOutput() -> None:
+    """
+    Write out what is buffered for standard output and error, before a
+    fork copies it (or an exit loses it).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
 
 
 def _closeAllBut(keep: Iterable[int]) -> None:
@@ -273,8 +281,7 @@ def _fork(
             os.close(fd)
         _reply(control, error=f"malformed request: {e}")
         return
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+    _flushOutput()
     try:
         pid = os.fork()
     except OSError as e:
@@ -330,8 +337,7 @@ def _becomeChild(  # pragma: no cover (the worker's process)
             # the exit functions.
             threading._shutdown()  # type: ignore[attr-defined]
             atexit._run_exitfuncs()
-            for stream in (sys.stdout, sys.stderr):
-                stream.flush()
+            _flushOutput()
         finally:
             os._exit(code)
 
@@ -536,19 +542,16 @@ class ForkServer:
         theirs: list[int] = []
         try:
             for childFD, parent in sorted(childFDs.items()):
-                if parent == "r":
-                    readEnd, writeEnd = os.pipe()
-                    ours[childFD], mine = ("r", readEnd), writeEnd
-                elif parent == "w":
-                    readEnd, writeEnd = os.pipe()
-                    ours[childFD], mine = ("w", writeEnd), readEnd
+                if isinstance(parent, int):
+                    passed.append(parent)
                 else:
-                    assert isinstance(parent, int)
-                    mine = parent
-                if parent in ("r", "w"):
-                    theirs.append(mine)
+                    readEnd, writeEnd = os.pipe()
+                    # "r": this process reads, the child writes.
+                    mine, child = (readEnd, writeEnd) if parent == "r" else (writeEnd, readEnd)
+                    ours[childFD] = (parent, mine)
+                    theirs.append(child)
+                    passed.append(child)
                 targets.append(childFD)
-                passed.append(mine)
             request = json.dumps({"fds": targets, "env": env, "cwd": path, "ignore": sorted(set(ignore))})
             pid = self._request(request.encode(), passed)
         except BaseException:

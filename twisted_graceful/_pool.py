@@ -542,12 +542,9 @@ def _stepRollout(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
 
 def _probationOver(pool: Pool, core: PoolCore, rollout: _Rollout) -> None:
     rollout.probationCall = None
-    if core.rollout is not rollout:
-        return
-    if any(w in core.workers and w.state == "ready" for w in rollout.old):
+    if core.rollout is rollout:
+        # The next new worker, or the end of the rollout.
         _stepRollout(pool, core, rollout)
-    else:
-        _finishRollout(pool, core, rollout)
 
 
 def _onProbation(core: PoolCore, rollout: _Rollout, worker: Worker) -> bool:

@@ -25,7 +25,7 @@ Invariants, each a state or a refused transition:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from automat import TypeMachineBuilder
@@ -106,7 +106,7 @@ class RestartCore:
     parentPID: int | None = None
     attempt: Attempt | None = None
     queued: QueuedRestart | None = None
-    stillThere: Callable[[int], bool] = field(default=lambda pid: isAlive(pid))
+    stillThere: Callable[[int], bool] = isAlive
 
 
 def _queue(restarter: Restarter, core: RestartCore) -> QueuedRestart:

@@ -303,14 +303,19 @@ class SupervisorService(GracefulService):
         argv = self._workerArgv if self._workerArgv is not None else [sys.executable, *sys.orig_argv[1:]]
         return workerCommand(argv, self._ignoredByWorkers())
 
-    def _start(self, worker: WorkerProcess, environ: dict[str, str], childFDs: dict[int, int | str]) -> None:
+    def _start(
+        self,
+        worker: WorkerProcess,
+        environ: dict[str, str],
+        childFDs: dict[int, int | str],
+        forkServer: ForkServer | None,
+    ) -> None:
         """
-        Start C{worker}: forked by the fork server, else a fresh interpreter.
+        Start C{worker}: forked by C{forkServer}, else a fresh interpreter.
 
         @raise Exception: It could not be started at all.
         """
-        forkServer = self._forkServer
-        if forkServer is not None and forkServer.lost is None:
+        if forkServer is not None:
             try:
                 forkServer.spawnProcess(
                     self._clock, worker, environ, self._workerDirectory, childFDs, self._ignoredByWorkers()
@@ -337,14 +342,16 @@ class SupervisorService(GracefulService):
             numbers = (max(childFDs) + 1, max(childFDs) + 2)
             childFDs[numbers[0]] = channels.workerUp.fileno()
             childFDs[numbers[1]] = channels.workerDown.fileno()
-        forkServer = self._forkServer.pid if self._forkServer is not None and self._forkServer.lost is None else None
-        environ = workerEnvironment(os.environ, handover, self._index, generation, numbers, forkServer)
+        forkServer = self._forkServer if self._forkServer is not None and self._forkServer.lost is None else None
+        environ = workerEnvironment(
+            os.environ, handover, self._index, generation, numbers, forkServer.pid if forkServer is not None else None
+        )
         worker = WorkerProcess(
             pool, self._clock, handover.readyFD, handover.lifelineFD, self._workerReadyTimeout, kill=self._killWorker
         )
         worker.onStats = self._workerStats
         try:
-            self._start(worker, environ, childFDs)
+            self._start(worker, environ, childFDs, forkServer)
         except Exception as e:
             error = ChildExitedEarly(f"Cannot start a worker {self._workerCommand()!r}: {e}")
             worker.failure = Failure(error)

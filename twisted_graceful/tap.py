@@ -594,7 +594,6 @@ def _makeSupervisor(options: Options) -> GracefulService:
     application code of its own (it loaded the application only to report
     an error before it daemonizes).
     """
-    from ._forkserver import ForkServer
     from ._pool import RecyclePolicy
     from ._supervisor import DEFAULT_STOP_GRACE, SupervisorService
 
@@ -619,7 +618,7 @@ def _makeSupervisor(options: Options) -> GracefulService:
         pidFile=options["pidfile"],
         connectionHandoff=not options["no-connection-handoff"],
         handoffLimit=options["handoff-limit"],
-        forkServer=forkServer if isinstance(forkServer, ForkServer) else None,
+        forkServer=None if isinstance(forkServer, str) else forkServer,
     )
     if isinstance(forkServer, str):
         _log.info(
